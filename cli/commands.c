@@ -1,0 +1,13 @@
+/* The command table: every aibo-restore command, in the order `help` lists them. */
+#include "cli.h"
+
+extern const cli_command cmd_help;
+extern const cli_command cmd_version;
+extern const cli_command cmd_config_show;
+
+const cli_command *const cli_commands[] = {
+	&cmd_help,
+	&cmd_version,
+	&cmd_config_show,
+	NULL,
+};

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages aibo-restore needs to build, test and run
+# its demo. Idempotent: installs only what is missing, never prompts.
+set -euo pipefail
+
+packages=(
+  build-essential cmake pkg-config clang libclang-rt-14-dev
+  libsodium-dev libarchive-dev libcurl4-openssl-dev libsqlite3-dev sqlite3
+  libusb-1.0-0-dev libjansson-dev libmicrohttpd-dev zlib1g-dev libzstd-dev
+  libumockdev-dev umockdev
+  age minisign zstd tar openssl python3 python3-jsonschema openapi-specification
+  python3-botocore mandoc util-linux time
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps: installing ${missing[*]}" >&2
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  sudo="sudo"
+fi
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
