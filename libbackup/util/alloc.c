@@ -107,3 +107,8 @@ char *bk__asprintf(const char *fmt, ...)
 	va_end(ap);
 	return d;
 }
+
+void bk_free(void *p)
+{
+	free(p);
+}

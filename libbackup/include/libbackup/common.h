@@ -19,4 +19,9 @@
 #define BK_END_DECLS
 #endif
 
+BK_BEGIN_DECLS
+/* Frees memory the library handed over to the caller. NULL is a no-op. */
+BK_EXTERN void bk_free(void *p);
+BK_END_DECLS
+
 #endif

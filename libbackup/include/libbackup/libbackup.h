@@ -3,6 +3,7 @@
 #define LIBBACKUP_LIBBACKUP_H
 
 #include <libbackup/common.h>
+#include <libbackup/catalog.h>
 #include <libbackup/config.h>
 #include <libbackup/errors.h>
 #include <libbackup/log.h>
