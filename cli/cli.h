@@ -88,6 +88,15 @@ void cli_print(cli_ctx *ctx, const char *fmt, ...) __attribute__((format(printf,
 /* Adds a member to the JSON result (steals `v`). */
 void cli_set(cli_ctx *ctx, const char *key, json_t *v);
 
+/* SIGINT/SIGTERM set a flag that cancels long work cleanly (resumable). */
+void cli_signals_install(void);
+int cli_cancelled(void);
+
+/* The progress callback for library calls: bars on a terminal, JSON lines
+ * with --progress=json (both on stderr); returns non-zero once cancelled.
+ * `payload` is the cli_ctx. */
+int cli_progress_cb(const bk_progress *p, void *payload);
+
 /* Prints a command's --help. */
 void cli_usage(FILE *f, const cli_command *cmd);
 

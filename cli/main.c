@@ -496,6 +496,7 @@ int main(int argc, char **argv)
 		bk_log_set_handler(log_to_stderr, BK_LOG_WARNING + ctx.verbose, NULL);
 	else if (!ctx.quiet)
 		bk_log_set_handler(log_to_stderr, BK_LOG_WARNING, NULL);
+	cli_signals_install();
 	rc = cmd->run(&ctx);
 out:
 	if (rc < 0) {
