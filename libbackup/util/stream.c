@@ -182,6 +182,7 @@ typedef struct fd_stream {
 	int fd;
 	int own;
 	int pollable;
+	int socket;
 } fd_stream;
 
 static int wait_fd(int fd, short events, bk_deadline d, const char *what)
@@ -235,7 +236,9 @@ static int fd_write(bk_stream *s, const void *buf, size_t len, bk_deadline d)
 	fd_stream *f = (fd_stream *)s;
 	const uint8_t *p = buf;
 	while (len > 0) {
-		ssize_t n = write(f->fd, p, len);
+		/* send(MSG_NOSIGNAL) on sockets: a closed peer is an error, not a
+		 * SIGPIPE. */
+		ssize_t n = f->socket ? send(f->fd, p, len, MSG_NOSIGNAL) : write(f->fd, p, len);
 		if (n > 0) {
 			p += n;
 			len -= (size_t)n;
@@ -312,6 +315,7 @@ int bk_stream_fd_new(bk_stream **out, int fd, int own)
 	f->own = own;
 	struct stat st;
 	if (fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+		f->socket = S_ISSOCK(st.st_mode);
 		int fl = fcntl(fd, F_GETFL);
 		if (fl >= 0 && fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0)
 			f->pollable = 1;
