@@ -16,11 +16,14 @@ int bk_init(void)
 {
 	if (sodium_init() < 0)
 		return bk__error_set(BK_ERROR, NULL, "libsodium failed to initialise");
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return bk__error_set(BK_ERROR, NULL, "libcurl failed to initialise");
 	return 0;
 }
 
 void bk_shutdown(void)
 {
+	curl_global_cleanup();
 }
 
 const char *bk_version(void)

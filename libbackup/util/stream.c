@@ -387,31 +387,41 @@ static int atomic_finish(bk_stream *s, bk_deadline d)
 	atomic_stream *a = (atomic_stream *)s;
 	BK_UNUSED(d);
 	int rc = 0;
-	char *dir = NULL;
-	if (fsync(a->fd) != 0)
-		return bk__error_errno(errno, "%s: fsync", a->part);
+	/* Everything that can fail for lack of memory happens before the
+	 * rename, so a reported failure always means the old file is intact. */
+	char *dir = bk_path_dirname(a->path);
+	if (dir == NULL)
+		return BK_ENOMEM;
+	if (fsync(a->fd) != 0) {
+		rc = bk__error_errno(errno, "%s: fsync", a->part);
+		goto done;
+	}
 	if (close(a->fd) != 0) {
 		a->fd = -1;
-		return bk__error_errno(errno, "%s: close", a->part);
+		rc = bk__error_errno(errno, "%s: close", a->part);
+		goto done;
 	}
 	a->fd = -1;
-	if (atomic_fail_before_rename)
-		return bk__error_set(BK_ECANCELLED, "interrupted", "%s: interrupted before rename",
-				     a->path);
+	if (atomic_fail_before_rename) {
+		rc = bk__error_set(BK_ECANCELLED, "interrupted", "%s: interrupted before rename",
+				   a->path);
+		goto done;
+	}
 	if (a->exclusive) {
 		/* link(2) fails if the target exists, so a racing writer never
 		 * loses its file. */
-		if (link(a->part, a->path) != 0)
-			return bk__error_errno(errno, "%s", a->path);
+		if (link(a->part, a->path) != 0) {
+			rc = bk__error_errno(errno, "%s", a->path);
+			goto done;
+		}
 		unlink(a->part);
 	} else if (rename(a->part, a->path) != 0) {
-		return bk__error_errno(errno, "%s: rename", a->path);
+		rc = bk__error_errno(errno, "%s: rename", a->path);
+		goto done;
 	}
 	a->done = 1;
-	dir = bk_path_dirname(a->path);
-	if (dir == NULL)
-		return BK_ENOMEM;
 	rc = bk_fsync_dir(dir);
+done:
 	bk__free(dir);
 	return rc;
 }

@@ -3,9 +3,12 @@
 #define LIBBACKUP_LIBBACKUP_H
 
 #include <libbackup/common.h>
+#include <libbackup/api.h>
 #include <libbackup/catalog.h>
 #include <libbackup/config.h>
 #include <libbackup/errors.h>
+#include <libbackup/firmware.h>
+#include <libbackup/keys.h>
 #include <libbackup/log.h>
 #include <libbackup/progress.h>
 #include <libbackup/stream.h>

@@ -1,0 +1,8 @@
+bk_add_test(firmware_bundle SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_firmware.c TIMEOUT 120)
+bk_add_script_test(firmware_minisign_interop ${CMAKE_CURRENT_LIST_DIR}/minisign_interop.sh)
+bk_add_fuzz(fw_bundle ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_fw_bundle.c)
+bk_add_fuzz(fw_manifest ${CMAKE_SOURCE_DIR}/tests/fuzz/fuzz_fw_manifest.c)
+add_executable(bk-fwtool ${CMAKE_CURRENT_LIST_DIR}/fwtool.c)
+target_include_directories(bk-fwtool PRIVATE ${CMAKE_SOURCE_DIR})
+target_link_libraries(bk-fwtool PRIVATE bk_testlib)
+set_property(TEST firmware_minisign_interop APPEND PROPERTY ENVIRONMENT "FWTOOL=$<TARGET_FILE:bk-fwtool>")
