@@ -97,6 +97,14 @@ int cli_cancelled(void);
  * `payload` is the cli_ctx. */
 int cli_progress_cb(const bk_progress *p, void *payload);
 
+/* A passphrase from the command's --passphrase-file option, then
+ * AIBO_RESTORE_PASSPHRASE, then a prompt on the terminal (twice with
+ * `confirm`). Never from an argument. The caller wipes `buf`. */
+int cli_passphrase(cli_ctx *ctx, char *buf, size_t cap, size_t *out_len, const char *prompt,
+		   bool confirm);
+/* The same as a bk_passphrase_cb (payload: the cli_ctx). */
+int cli_passphrase_cb(char *buf, size_t cap, size_t *out_len, const char *prompt, void *payload);
+
 /* Prints a command's --help. */
 void cli_usage(FILE *f, const cli_command *cmd);
 

@@ -4,10 +4,12 @@
 extern const cli_command cmd_help;
 extern const cli_command cmd_version;
 extern const cli_command cmd_config_show;
+extern const cli_command cmd_keygen;
 
 const cli_command *const cli_commands[] = {
 	&cmd_help,
 	&cmd_version,
+	&cmd_keygen,
 	&cmd_config_show,
 	NULL,
 };
