@@ -105,6 +105,15 @@ int cli_passphrase(cli_ctx *ctx, char *buf, size_t cap, size_t *out_len, const c
 /* The same as a bk_passphrase_cb (payload: the cli_ctx). */
 int cli_passphrase_cb(char *buf, size_t cap, size_t *out_len, const char *prompt, void *payload);
 
+/* A DEVICE argument: a URI (usb:, tcp:, unix:) or a name from the [devices]
+ * section; *out_uri is borrowed from `arg` or the configuration. */
+int cli_device_resolve(cli_ctx *ctx, const char *arg, const char **out_uri);
+/* Opens an authenticated session with the terminal key, certificate and
+ * factory CA of the configuration. */
+int cli_device_open(cli_ctx *ctx, const char *uri, bk_device **out);
+/* The configured USB vendor and product id (usb.vid_pid). */
+int cli_device_usb_ids(cli_ctx *ctx, uint16_t *vid, uint16_t *pid);
+
 /* Prints a command's --help. */
 void cli_usage(FILE *f, const cli_command *cmd);
 

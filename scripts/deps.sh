@@ -9,7 +9,7 @@ packages=(
   libusb-1.0-0-dev libjansson-dev libmicrohttpd-dev zlib1g-dev libzstd-dev
   libumockdev-dev umockdev
   age minisign zstd tar openssl python3 python3-jsonschema openapi-specification
-  python3-botocore mandoc util-linux time
+  python3-botocore python3-yaml mandoc util-linux time zsh bash-completion
 )
 
 missing=()

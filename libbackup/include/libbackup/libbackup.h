@@ -6,6 +6,7 @@
 #include <libbackup/api.h>
 #include <libbackup/catalog.h>
 #include <libbackup/config.h>
+#include <libbackup/device.h>
 #include <libbackup/errors.h>
 #include <libbackup/firmware.h>
 #include <libbackup/keys.h>
