@@ -345,10 +345,11 @@ static int parse_command_args(cli_ctx *ctx, const cli_command *cmd, int argc, ch
 	if (ctx->argv == NULL)
 		return cli_error(ctx, BK_ENOMEM, "out-of-memory", "out of memory");
 	ctx->argc = 0;
-	optind = 1;
+	/* 0, not 1: glibc then starts afresh, forgetting the '+' ordering of
+	 * the global parse, so options may follow positional arguments. */
+	optind = 0;
 	opterr = 0;
 	int c, li;
-	bool only_positional = false;
 	while ((c = getopt_long(argc, argv, shorts, longs, &li)) != -1) {
 		if (c == 1) { /* a positional argument, in order */
 			ctx->argv[ctx->argc++] = optarg;
@@ -392,7 +393,6 @@ static int parse_command_args(cli_ctx *ctx, const cli_command *cmd, int argc, ch
 		if (g < 0)
 			return g;
 	}
-	(void)only_positional;
 	/* After "--", getopt leaves the rest in argv[optind..]. */
 	for (int i = optind; i < argc; i++)
 		ctx->argv[ctx->argc++] = argv[i];

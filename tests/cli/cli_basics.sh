@@ -39,6 +39,12 @@ check "version --json: dependencies" grep -q libsodium "$tmp/out"
 expect_exit 0 "options before or after" "$ar" --json version
 check "global --json before the command" one_json "$tmp/out"
 
+expect_exit 0 "option after a positional argument" "$ar" help version --json
+check "option after a positional: one JSON object" one_json "$tmp/out"
+check "option after a positional: the command" test "$(json_get "$tmp/out" 'd["command"]')" = version
+expect_exit 0 "-- ends the options" "$ar" help -- version
+check "-- ends the options: usage shown" grep -q "^usage: aibo-restore version" "$tmp/out"
+
 expect_exit 0 "command --help" "$ar" version --help
 check "--help shows usage" grep -q "^usage: aibo-restore version" "$tmp/out"
 expect_exit 0 "help COMMAND" "$ar" help config show
