@@ -348,6 +348,20 @@ const char *bk_device_model(const bk_device *dev)
 	return dev ? dev->model : NULL;
 }
 
+int bk_device_certificate(const bk_device *dev, const uint8_t **out, size_t *out_len)
+{
+	const bk_cert *c = dev && dev->ch ? bk_channel_peer_cert(dev->ch) : NULL;
+	*out = NULL;
+	*out_len = 0;
+	if (dev == NULL)
+		return bk__error_set(BK_EINVALID, NULL, "device: no handle");
+	if (c == NULL)
+		return bk__error_set(BK_EDISCONNECTED, "disconnected", "%s: no session",
+				     dev->uri_text);
+	*out = bk_cert_bytes(c, out_len);
+	return 0;
+}
+
 const char *bk_device_get_uri(const bk_device *dev)
 {
 	return dev ? dev->uri_text : NULL;

@@ -92,6 +92,10 @@ BK_EXTERN void bk_device_free(bk_device *dev);
 /* The unit's serial and model from its verified certificate (borrowed). */
 BK_EXTERN const char *bk_device_serial(const bk_device *dev);
 BK_EXTERN const char *bk_device_model(const bk_device *dev);
+/* The unit's factory certificate exactly as the handshake verified it
+ * (canonical bytes, borrowed, valid until the session ends or reconnects).
+ * BK_EDISCONNECTED without a session. */
+BK_EXTERN int bk_device_certificate(const bk_device *dev, const uint8_t **out, size_t *out_len);
 /* The canonical URI the handle connects to ("" for bk_device_open_stream). */
 BK_EXTERN const char *bk_device_get_uri(const bk_device *dev);
 /* Whether the session is usable (0 after a lost connection). */
