@@ -8,6 +8,23 @@ extern const cli_command cmd_keygen;
 extern const cli_command cmd_completion;
 extern const cli_command cmd_devices;
 extern const cli_command cmd_info;
+extern const cli_command cmd_unit;
+extern const cli_command cmd_ticket;
+extern const cli_command cmd_reassign;
+extern const cli_command cmd_enroll;
+extern const cli_command cmd_cloud_backups;
+extern const cli_command cmd_cloud_backup_fetch;
+extern const cli_command cmd_cloud_backup_rewrap;
+extern const cli_command cmd_pack;
+extern const cli_command cmd_inspect;
+extern const cli_command cmd_verify;
+extern const cli_command cmd_extract;
+extern const cli_command cmd_rewrap;
+extern const cli_command cmd_backups_list;
+extern const cli_command cmd_backups_show;
+extern const cli_command cmd_backups_import;
+extern const cli_command cmd_backups_rm;
+extern const cli_command cmd_backups_gc;
 
 const cli_command *const cli_commands[] = {
 	&cmd_help,
@@ -17,5 +34,22 @@ const cli_command *const cli_commands[] = {
 	&cmd_config_show,
 	&cmd_devices,
 	&cmd_info,
+	&cmd_unit,
+	&cmd_ticket,
+	&cmd_reassign,
+	&cmd_enroll,
+	&cmd_cloud_backups,
+	&cmd_cloud_backup_fetch,
+	&cmd_cloud_backup_rewrap,
+	&cmd_pack,
+	&cmd_inspect,
+	&cmd_verify,
+	&cmd_extract,
+	&cmd_rewrap,
+	&cmd_backups_list,
+	&cmd_backups_show,
+	&cmd_backups_import,
+	&cmd_backups_rm,
+	&cmd_backups_gc,
 	NULL,
 };

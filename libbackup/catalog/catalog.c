@@ -58,6 +58,17 @@ static const char *const migrations[] = {
 	"  holder TEXT NOT NULL,"
 	"  PRIMARY KEY (backup_id, holder)"
 	");",
+	/* Identity bundles returned by reassignments (aibo-restore reassign). */
+	"CREATE TABLE identity_bundles ("
+	"  ticket TEXT PRIMARY KEY,"
+	"  old_serial TEXT NOT NULL,"
+	"  new_serial TEXT NOT NULL,"
+	"  device_id TEXT NOT NULL,"
+	"  owner TEXT,"
+	"  bundle BLOB NOT NULL,"
+	"  received TEXT NOT NULL"
+	");"
+	"CREATE INDEX identity_bundles_serial ON identity_bundles(new_serial);",
 };
 
 int bk_catalog__sql_error(bk_catalog *cat, int src, const char *what)
@@ -513,6 +524,38 @@ done:
 	if (rc)
 		bk_catalog__rollback(cat);
 	return rc;
+}
+
+static int hold_change(bk_catalog *cat, const char *id, const char *holder, const char *sql,
+		       const char *what)
+{
+	sqlite3_stmt *st = NULL;
+	if (cat == NULL || id == NULL || holder == NULL)
+		return bk__error_set(BK_EINVALID, NULL, "catalog: no backup or holder");
+	int rc = bk_catalog__prepare(cat, &st, sql);
+	if (rc)
+		return rc;
+	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
+	sqlite3_bind_text(st, 2, holder, -1, SQLITE_STATIC);
+	int src = sqlite3_step(st);
+	if (src != SQLITE_DONE)
+		rc = bk_catalog__sql_error(cat, src, what);
+	sqlite3_finalize(st);
+	return rc;
+}
+
+int bk_catalog_backup_hold(bk_catalog *cat, const char *id, const char *holder)
+{
+	return hold_change(cat, id, holder,
+			   "INSERT OR IGNORE INTO backup_holds (backup_id, holder) VALUES (?1, ?2)",
+			   "hold backup");
+}
+
+int bk_catalog_backup_release(bk_catalog *cat, const char *id, const char *holder)
+{
+	return hold_change(cat, id, holder,
+			   "DELETE FROM backup_holds WHERE backup_id = ?1 AND holder = ?2",
+			   "release backup");
 }
 
 int bk_catalog_verification_add(bk_catalog *cat, const char *id, const char *kind, int ok,

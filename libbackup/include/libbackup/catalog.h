@@ -56,6 +56,13 @@ BK_EXTERN void bk_catalog_backup_list_free(bk_backup_record *list, size_t count)
  * unfinished job uses is BK_EBUSY. The file itself is the caller's. */
 BK_EXTERN int bk_catalog_backup_remove(bk_catalog *cat, const char *id);
 
+/* Marks a backup as used by unfinished work (`holder` names it, for
+ * example "job:<id>"); held backups cannot be removed. Holding twice is
+ * fine. */
+BK_EXTERN int bk_catalog_backup_hold(bk_catalog *cat, const char *id, const char *holder);
+/* Releases a hold (a missing one is fine). */
+BK_EXTERN int bk_catalog_backup_release(bk_catalog *cat, const char *id, const char *holder);
+
 /* Records a verification result: kind "quick" or "full"; ok or not, with the
  * failure's reason and message. */
 BK_EXTERN int bk_catalog_verification_add(bk_catalog *cat, const char *id, const char *kind, int ok,
@@ -70,6 +77,27 @@ BK_EXTERN int bk_catalog_restore_header_put(bk_catalog *cat, const char *backup_
 /* The stored header (caller frees with bk_free()), or BK_ENOTFOUND. */
 BK_EXTERN int bk_catalog_restore_header_get(bk_catalog *cat, const char *backup_id,
 					    const char *target_serial, uint8_t **out, size_t *out_len);
+
+/* The identity bundle a reassignment returned (aibo-cert(5), role
+ * "identity", signed by the service CA), kept per ticket until the repair
+ * installs it on the replacement unit. Strings are owned by the record. */
+typedef struct bk_identity_record {
+	char *ticket;
+	char *old_serial;
+	char *new_serial;
+	char *device_id;
+	char *owner;     /* NULL when the service named none */
+	uint8_t *bundle; /* the bundle's canonical bytes */
+	size_t bundle_len;
+	char *received;  /* RFC 3339, when it was stored */
+} bk_identity_record;
+
+BK_EXTERN void bk_identity_record_clear(bk_identity_record *r);
+/* Stores a verified bundle for its ticket; a later one for the same ticket
+ * replaces it (storing the same bundle again changes nothing). */
+BK_EXTERN int bk_catalog_identity_put(bk_catalog *cat, const bk_identity_record *r);
+/* The stored bundle of `ticket`, or BK_ENOTFOUND ("identity-not-found"). */
+BK_EXTERN int bk_catalog_identity_get(bk_catalog *cat, const char *ticket, bk_identity_record *out);
 
 BK_END_DECLS
 

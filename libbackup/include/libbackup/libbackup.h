@@ -4,11 +4,13 @@
 
 #include <libbackup/common.h>
 #include <libbackup/api.h>
+#include <libbackup/backup.h>
 #include <libbackup/catalog.h>
 #include <libbackup/config.h>
 #include <libbackup/device.h>
 #include <libbackup/errors.h>
 #include <libbackup/firmware.h>
+#include <libbackup/identity.h>
 #include <libbackup/keys.h>
 #include <libbackup/log.h>
 #include <libbackup/progress.h>

@@ -1,0 +1,11 @@
+# The private-API commands of aibo-restore against aibo-cloudsim on 127.0.0.1.
+if(TARGET aibo-cloudsim AND TARGET bk_virtual)
+  add_executable(apicli-lab ${CMAKE_CURRENT_LIST_DIR}/lab_tool.c)
+  target_include_directories(apicli-lab PRIVATE ${CMAKE_SOURCE_DIR})
+  target_link_libraries(apicli-lab PRIVATE bk_virtual)
+  bk_add_script_test(api_cli ${CMAKE_CURRENT_LIST_DIR}/api_cli.sh TIMEOUT 240)
+endif()
+bk_add_test(api_cli_identity SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_identity.c)
+if(TARGET aibo-cloudsim AND TARGET aibo-vdev)
+  bk_add_script_test(api_cli_reassign_device ${CMAKE_CURRENT_LIST_DIR}/reassign_device.sh TIMEOUT 240)
+endif()
