@@ -25,6 +25,13 @@ extern const cli_command cmd_backups_show;
 extern const cli_command cmd_backups_import;
 extern const cli_command cmd_backups_rm;
 extern const cli_command cmd_backups_gc;
+extern const cli_command cmd_backup;
+extern const cli_command cmd_restore;
+extern const cli_command cmd_firmware_pack;
+extern const cli_command cmd_firmware_inspect;
+extern const cli_command cmd_firmware_verify;
+extern const cli_command cmd_firmware_list;
+extern const cli_command cmd_firmware_flash;
 
 const cli_command *const cli_commands[] = {
 	&cmd_help,
@@ -51,5 +58,12 @@ const cli_command *const cli_commands[] = {
 	&cmd_backups_import,
 	&cmd_backups_rm,
 	&cmd_backups_gc,
+	&cmd_backup,
+	&cmd_restore,
+	&cmd_firmware_pack,
+	&cmd_firmware_inspect,
+	&cmd_firmware_verify,
+	&cmd_firmware_list,
+	&cmd_firmware_flash,
 	NULL,
 };

@@ -325,8 +325,8 @@ static int parse_command_args(cli_ctx *ctx, const cli_command *cmd, int argc, ch
 	size_t n = 0, sp = strlen(shorts);
 	memset(longs, 0, sizeof(longs));
 	shorts[0] = '-'; /* keep positional arguments in order, with permutation */
-	for (size_t i = 0; i < N_GLOBAL; i++)
-		longs[n++] = global_long[i];
+	/* The command's own options first: a command option named like a
+	 * global one (firmware pack --version) is the command's. */
 	int nopts = 0;
 	for (const cli_opt *o = cmd->opts; o && o->name; o++, nopts++) {
 		longs[n].name = o->name;
@@ -338,6 +338,14 @@ static int parse_command_args(cli_ctx *ctx, const cli_command *cmd, int argc, ch
 			if (o->arg)
 				shorts[sp++] = ':';
 		}
+	}
+	for (size_t i = 0; i < N_GLOBAL; i++) {
+		bool shadowed = false;
+		for (int k = 0; k < nopts; k++)
+			if (strcmp(cmd->opts[k].name, global_long[i].name) == 0)
+				shadowed = true;
+		if (!shadowed)
+			longs[n++] = global_long[i];
 	}
 	shorts[sp] = '\0';
 	ctx->opts = cmd->opts;

@@ -41,6 +41,7 @@ static const key_def keys[] = {
 	{"trust.revoked_keys", T_LIST, ""},
 	{"backup.escrow_recipients", T_LIST, ""},
 	{"backup.compression_level", T_U64, "3"},
+	{"backup.min_battery", T_U64, "20"},
 	{"limits.max_entries", T_U64, "1000000"},
 	{"limits.max_bytes", T_U64, "68719476736"},
 	{"limits.max_path", T_U64, "1024"},
@@ -58,6 +59,10 @@ static const key_def keys[] = {
 	{"firmware.dir", T_PATH, NULL},
 	{"firmware.min_battery", T_U64, "30"},
 	{"devices.*", T_STRING, NULL},
+	{"store.s3_endpoint", T_STRING, NULL},
+	{"store.s3_region", T_STRING, NULL},
+	{"store.s3_access_key", T_STRING, NULL},
+	{"store.s3_secret_key", T_SECRET, NULL},
 };
 
 typedef struct entry {

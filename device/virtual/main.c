@@ -13,6 +13,8 @@
 
 #include <libbackup/libbackup.h>
 
+#include "device/virtual/memory_ops.h"
+#include "device/virtual/fw.h"
 #include "device/virtual/pki.h"
 #include "device/virtual/server.h"
 #include "device/virtual/unit.h"
@@ -26,7 +28,7 @@ static const char usage_text[] =
     "                 [--fw-version V] [--fw-security-counter N] [--schema N]\n"
     "                 [--battery PERCENT] [--memory SIZE] [--seed N] [--fresh]\n"
     "       aibo-vdev serve DIR [--listen tcp:HOST[:PORT]|unix:PATH] [--usb]\n"
-    "                 [--fault SPEC]... [-v]\n"
+    "                 [--fault SPEC]... [--boot-time MS] [-v]\n"
     "       aibo-vdev digest DIR\n"
     "       aibo-vdev cert DIR\n";
 
@@ -134,7 +136,8 @@ static int cmd_create(int argc, char **argv)
 		return usage("create takes one folder");
 	if (o.pki_dir == NULL || o.serial == NULL)
 		return usage("create needs --pki and --serial");
-	if (bk_vunit_create(argv[optind], &o) != 0)
+	if (bk_vunit_create(argv[optind], &o) != 0 ||
+	    bk_vmemops_provision(argv[optind], o.pki_dir) != 0)
 		return fail();
 	printf("unit %s created in %s\n", o.serial, argv[optind]);
 	return 0;
@@ -162,6 +165,7 @@ static int cmd_serve(int argc, char **argv)
 	    {"usb", no_argument, NULL, 'u'},
 	    {"fault", required_argument, NULL, 'f'},
 	    {"verbose", no_argument, NULL, 'v'},
+	    {"boot-time", required_argument, NULL, 'B'},
 	    {0},
 	};
 	const char *listen = NULL;
@@ -170,6 +174,8 @@ static int cmd_serve(int argc, char **argv)
 	bool usb = false;
 	int c, rc, status = 0;
 	bk_vunit *u = NULL;
+	bk_vmemops *memops = NULL;
+	uint64_t boot_time = BK_VFW_BOOT_TIME_MS;
 	while ((c = getopt_long(argc, argv, "v", longopts, NULL)) != -1) {
 		switch (c) {
 		case 'l':
@@ -186,6 +192,11 @@ static int cmd_serve(int argc, char **argv)
 		case 'v':
 			bk_log_set_handler(log_stderr, BK_LOG_INFO, NULL);
 			break;
+		case 'B':
+			if (parse_u64("--boot-time", optarg, &boot_time, false) ||
+			    boot_time > 3600000)
+				return usage("--boot-time takes milliseconds (at most an hour)");
+			break;
 		default:
 			return usage(NULL);
 		}
@@ -195,6 +206,12 @@ static int cmd_serve(int argc, char **argv)
 	if (listen == NULL && !usb)
 		return usage("serve needs --listen URI or --usb");
 	rc = bk_vunit_open(&u, argv[optind]);
+	if (rc == 0)
+		rc = bk_vmemops_install(&memops, u);
+	if (rc == 0)
+		rc = bk_vunit_firmware_enable(u);
+	if (rc == 0)
+		bk_vfw_set_boot_time(bk_vunit_fw(u), (int64_t)boot_time);
 	for (size_t i = 0; rc == 0 && i < nfaults; i++)
 		rc = bk_vunit_fault_add(u, faults[i]);
 	if (rc == 0)
@@ -228,6 +245,7 @@ done:
 	bk_vserver_free(g_server);
 	g_server = NULL;
 	bk_vunit_free(u);
+	bk_vmemops_free(memops);
 	return status;
 }
 

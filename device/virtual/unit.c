@@ -14,6 +14,7 @@
 
 #include "device/channel.h"
 #include "device/virtual/fault.h"
+#include "device/virtual/fw.h"
 #include "device/virtual/memgen.h"
 #include "device/virtual/unit.h"
 #include "libbackup/archive/archive.h"
@@ -41,6 +42,8 @@ struct bk_vunit {
 	bool active;      /* a session is being served */
 	bool dead;        /* power lost */
 	bool interrupted; /* sessions end at their next wake-up */
+	bool end_session; /* the session ends after its current answer */
+	bk_vfw *fw;       /* firmware slots (fw.c) */
 	char death_step[BK_VFAULT_STEP_MAX];
 };
 
@@ -390,6 +393,7 @@ void bk_vunit_free(bk_vunit *u)
 {
 	if (u == NULL)
 		return;
+	bk_vfw_free(u->fw);
 	sqlite3_close(u->db);
 	bk_keyfile_free(u->keys);
 	bk_cert_free(u->cert);
@@ -571,9 +575,54 @@ int bk_vunit_digest_json(const char *dir, json_t **out)
 
 /* --- Faults and steps ---------------------------------------------------------------- */
 
+struct bk_vfw *bk_vunit_fw(bk_vunit *u)
+{
+	return u->fw;
+}
+
+int bk_vunit_firmware_enable(bk_vunit *u)
+{
+	if (u == NULL)
+		return bk__error_set(BK_EINVALID, NULL, "unit: no unit");
+	return u->fw ? 0 : bk_vfw_attach(u, &u->fw);
+}
+
+void bk_vunit_end_session(bk_vunit *u)
+{
+	pthread_mutex_lock(&u->lock);
+	u->end_session = true;
+	pthread_mutex_unlock(&u->lock);
+}
+
+static bool take_end_session(bk_vunit *u)
+{
+	pthread_mutex_lock(&u->lock);
+	bool end = u->end_session;
+	u->end_session = false;
+	pthread_mutex_unlock(&u->lock);
+	return end;
+}
+
 int bk_vunit_fault_add(bk_vunit *u, const char *spec)
 {
 	bk_vfault f;
+	char norm[128];
+	if (spec && strcmp(spec, "boot-fail") == 0) {
+		if (u->fw == NULL)
+			return bk__error_set(BK_EUSER, "bad-fault",
+			                     "fault 'boot-fail': the unit's firmware slots are not "
+			                     "enabled");
+		bk_vfw_set_boot_fail(u->fw, true);
+		return 0;
+	}
+	/* Step names are written with '-'; "fw_write" is accepted for "fw-write". */
+	if (spec && strncmp(spec, "power-loss=", 11) == 0 && strlen(spec) < sizeof(norm)) {
+		bk_strlcpy(norm, spec, sizeof(norm));
+		for (char *c = norm + 11; *c && *c != ':' && *c != ','; c++)
+			if (*c == '_')
+				*c = '-';
+		spec = norm;
+	}
 	int rc = bk_vfault_parse(&f, spec);
 	if (rc)
 		return rc;
@@ -799,6 +848,8 @@ static int answer(bk_vunit *u, bk_channel *ch, const bk_proto_msg *req, uint8_t 
 		rc = send_ok(ch, req->id, reply.json);
 	}
 	json_decref(reply.json);
+	if (take_end_session(u) && rc == 0)
+		rc = BK_ECANCELLED; /* REBOOT: the unit goes away after its answer */
 	return rc;
 }
 
@@ -899,6 +950,11 @@ int bk_vunit_serve(bk_vunit *u, bk_stream *transport, bk_deadline handshake_dead
 		bk_stream_free(transport);
 		return bk__error_set(BK_EDISCONNECTED, "power-loss", "unit %s: power is off",
 		                     u->serial);
+	}
+	rc = bk_vfw_before_session(u->fw); /* refused while rebooting */
+	if (rc) {
+		bk_stream_free(transport);
+		return rc;
 	}
 	pthread_mutex_lock(&u->lock);
 	arm_faults(u, &sf, false);

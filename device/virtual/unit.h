@@ -135,6 +135,8 @@ int bk_vunit_set_handler(bk_vunit *u, uint8_t type, bk_vunit_handler h, void *pa
  *   busy                     refuse every session as busy
  *   refuse-handshake         refuse every terminal after the handshake
  *   power-loss=STEP[:PERCENT] die at that step (see bk_vunit_step)
+ *   boot-fail                newly installed firmware never passes its health
+ *                            check (the unit falls back to the old slot)
  * disconnect-after, stall, corrupt-frame and power-loss fire once (in the
  * first session that reaches them); append ",repeat" to fire them in every
  * session. A bad spec is BK_EUSER "bad-fault". */
@@ -156,6 +158,16 @@ const char *bk_vunit_death_step(const bk_vunit *u);
 /* With `on`, sessions end at their next wake-up (a few times a second)
  * instead of waiting for the terminal; the server sets it when stopping. */
 void bk_vunit_interrupt(bk_vunit *u, bool on);
+
+/* Ends the active session once the answer being prepared is sent (a
+ * handler's REBOOT). */
+void bk_vunit_end_session(bk_vunit *u);
+/* Enables the firmware commands (FW_*, REBOOT, BOOT_STATUS; device/virtual/fw.h)
+ * and runs the power-up boot sequence; aibo-vdev serve does it after
+ * bk_vunit_open(). */
+int bk_vunit_firmware_enable(bk_vunit *u);
+/* The unit's firmware slots (NULL until enabled). */
+struct bk_vfw *bk_vunit_fw(bk_vunit *u);
 
 /* --- Serving -------------------------------------------------------------------- */
 

@@ -218,6 +218,65 @@ BK_EXTERN int bk_fw_list(bk_fw_entry **out, size_t *out_count, const char *dir,
                          const bk_fw_list_opts *opts);
 BK_EXTERN void bk_fw_list_free(bk_fw_entry *list, size_t count);
 
+/* --- Flashing a unit ----------------------------------------------------------- */
+
+typedef struct bk_device bk_device;
+
+/* What a flash did (filled as far as it got, also on failure). */
+typedef struct bk_fw_flash_result {
+	char slot[8];          /* the slot written ("B") */
+	char previous_slot[8]; /* the slot that ran before ("A") */
+	char running_slot[8];  /* the slot the unit runs at the end ("" when unknown) */
+	char boot_result[16];  /* "good", "rolled-back", "" when unknown */
+	uint64_t bytes;        /* image bytes */
+	uint64_t resumed_from; /* the unit's offset at the first FW_BEGIN */
+	uint64_t sent;         /* bytes sent by this call */
+	unsigned resumes;      /* transfers resumed after a lost connection */
+	uint64_t resume_offset; /* the unit's offset at the last resume */
+	uint64_t security_counter; /* the unit's stored counter after the boot */
+} bk_fw_flash_result;
+
+#define BK_FW_FLASH_OPTS_VERSION 1
+typedef struct bk_fw_flash_opts {
+	unsigned version;
+	/* Trusted firmware keys and revoked key ids, as bk_fw_verify_opts. */
+	const char *trusted_keys;
+	const char *const *revoked_key_ids;
+	/* The unit's battery must be at least this (percent). */
+	int min_battery;
+	/* How long the unit may take to come back after REBOOT (0: 120000 ms). */
+	int64_t boot_timeout_ms;
+	/* Lost connections the transfer survives (0: 5), and how long each
+	 * reconnection may take (0: 30000 ms). */
+	unsigned max_resumes;
+	int64_t reconnect_timeout_ms;
+	/* Tests only: skip every check on the terminal side (signature,
+	 * compatibility, battery) and send the bundle as it is, so that the
+	 * unit's own checks can be seen at work. */
+	int skip_terminal_checks;
+	bk_progress_cb progress;
+	void *progress_payload;
+	bk_fw_flash_result *result; /* may be NULL */
+} bk_fw_flash_opts;
+#define BK_FW_FLASH_OPTS_INIT                                                                     \
+	{BK_FW_FLASH_OPTS_VERSION, NULL, NULL, 0, 0, 0, 0, 0, NULL, NULL, NULL}
+
+/* Flashes the bundle into the unit's inactive slot (the safe A/B way), with
+ * weighted progress steps "write", "verify", "reboot" and "confirm":
+ * preflight (battery, the unit is idle, the bundle verified against the
+ * trusted keys and the unit: model, hardware revision, security counter,
+ * memory schema), FW_BEGIN then the payload bytes by offset from where the
+ * unit holds them (a lost connection is reconnected and the transfer
+ * resumed from the unit's offset), FW_FINISH (the unit checks signature
+ * and digests itself), FW_ACTIVATE for one boot, REBOOT, then reconnects
+ * before the boot timeout and reads BOOT_STATUS. Errors: the verification
+ * codes of bk_fw_bundle_verify; BK_EINCOMPAT "battery-low"; BK_EBUSY
+ * "unit-busy"; BK_EROLLBACK "firmware-rolled-back" when the new firmware
+ * failed its boot and the unit went back to the old slot; BK_ETIMEOUT
+ * "unit-not-back" when the unit did not come back (its state unknown);
+ * the unit's own refusals as it reports them. */
+BK_EXTERN int bk_fw_flash(bk_device *dev, bk_fw_bundle *b, const bk_fw_flash_opts *opts);
+
 BK_END_DECLS
 
 #endif

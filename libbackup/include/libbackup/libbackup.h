@@ -15,6 +15,7 @@
 #include <libbackup/log.h>
 #include <libbackup/progress.h>
 #include <libbackup/stream.h>
+#include <libbackup/transfer.h>
 #include <libbackup/version.h>
 
 BK_BEGIN_DECLS
