@@ -63,15 +63,41 @@ export AIBO_RESTORE_API_URL=$listening
 say "units on the bench"
 "$ar" devices --probe "$old" --probe "$new"
 
-say "the old unit"
-"$ar" info "$old"
-
-say "the replacement"
-"$ar" info "$new"
-
-say "the ticket and the units in the cloud"
+say "the ticket and the old unit in the cloud"
 "$ar" ticket T-1001
 "$ar" unit ERS1000-OLD-0001
 
-say "memory digests of the old unit (aibo-vdev digest)"
-"$vdev" digest "$lab/old"
+say "1. back up the old unit (encrypted on the unit, signed by it, into the depot store)"
+"$ar" --progress=none --json backup "$old" >"$lab/backup.json"
+backup_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$lab/backup.json")
+"$ar" backups show "$backup_id"
+"$ar" verify "$backup_id" --quick
+
+say "2. a signed firmware that holds memory schema 3, flashed to the replacement"
+mkdir -p "$lab/pki/firmware"
+head -c 4M /dev/urandom >"$lab/rootfs.img"
+"$ar" firmware pack --key "$lab/pki/firmware.key" --model ERS-1000 --version 3.2.0 \
+  --security-counter 2 --schema 1:3 "$lab/rootfs.img" -o "$lab/pki/firmware/ers1000-3.2.0.aifw"
+"$ar" firmware verify "$lab/pki/firmware/ers1000-3.2.0.aifw" --for "$new"
+"$ar" --progress=none firmware flash "$new" "$lab/pki/firmware/ers1000-3.2.0.aifw" --yes
+
+say "3. move the cloud identity to the replacement (certificate from its handshake)"
+"$ar" reassign --ticket T-1001 --to "$new"
+
+say "4. restore the memory onto the replacement (re-wrapped to its certificate's key)"
+"$ar" --progress=none restore "$new" "$backup_id"
+
+say "5. the replacement now holds the old unit's memory"
+"$vdev" digest "$lab/old" >"$lab/old.digest"
+"$vdev" digest "$lab/new" >"$lab/new.digest"
+python3 - "$lab/old.digest" "$lab/new.digest" <<'PY'
+import json, sys
+old, new = (json.load(open(p)) for p in sys.argv[1:3])
+for name, d in sorted(old["domains"].items()):
+    same = new["domains"].get(name) == d
+    print(f"  {name:12} {d['items']:5} items {d['bytes']:10} bytes  {'equal' if same else 'DIFFERENT'}")
+if old["domains"] != new["domains"]:
+    sys.exit("demo: the memories differ")
+print(f"  {old['serial']} -> {new['serial']}: every domain digest is equal")
+PY
+"$ar" info "$new"
