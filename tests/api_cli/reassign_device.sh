@@ -61,6 +61,26 @@ check "bundle saved" test "$(json_get "$tmp/out" 'd["bundle_saved"]')" = True
 check "one reassignment applied" test "$(stats 'd["reassignments"]["T-7"]')" = 1
 expect_exit 0 "the same command again" "$AR" --json reassign --ticket T-7 --to "$new"
 check "still one reassignment" test "$(stats 'd["reassignments"]["T-7"]')" = 1
+
+# cloud-backup rewrap --for DEVICE: a backup the old unit made for the cloud's
+# escrow key, re-wrapped by the cloud to the replacement's certificate key.
+start old "$VDEV" serve "$tmp/old" --listen tcp:127.0.0.1:0
+old=$listening
+escrow=$(age-keygen -y "$tmp/lab/cloud-escrow.identity")
+expect_exit 0 "the old unit backs up for the escrow key" "$AR" --progress=none backup "$old" -r "$escrow" -o "$tmp/cloud.aibk"
+"$SIM" add-backup --db "$tmp/cloud.db" --serial OLD-1 --id cb-1 "$tmp/cloud.aibk" >/dev/null
+# the simulator reads its database at start: restart it
+kill "${pids[2]}"; wait "${pids[2]}" 2>/dev/null || true
+start sim2 "$SIM" serve --pki "$tmp/lab" --db "$tmp/cloud.db" --listen 127.0.0.1:0 \
+  --token-file "$tmp/lab/api.token"
+export AIBO_RESTORE_API_URL=$listening
+expect_exit 0 "cloud-backup rewrap --for DEVICE" "$AR" --json cloud-backup rewrap cb-1 --for "$new" -o "$tmp/for-new.aibk"
+check "the statement stays valid" "$AR" verify "$tmp/for-new.aibk" --quick
+payload() { python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); i=d.index(b"\n--- "); sys.stdout.buffer.write(d[d.index(b"\n", i + 1) + 1:])' "$1"; }
+check "the payload is unchanged" cmp <(payload "$tmp/cloud.aibk") <(payload "$tmp/for-new.aibk")
+check "the header changed" sh -c "! cmp -s '$tmp/cloud.aibk' '$tmp/for-new.aibk'"
+check "the escrow key no longer opens it" sh -c "! age -d -i '$tmp/lab/cloud-escrow.identity' '$tmp/for-new.aibk' >/dev/null 2>&1"
+
 kill "${pids[0]}"; wait "${pids[0]}" 2>/dev/null || true
 expect_exit 6 "an unreachable unit" "$AR" reassign --ticket T-7 --to "$new"
 finish
