@@ -13,6 +13,7 @@
 
 #include "libbackup/archive/archive.h"
 #include "libbackup/backup/backup_internal.h"
+#include "libbackup/backup/store_s3.h"
 
 #define COPY_BUF (256 * 1024)
 
@@ -628,12 +629,14 @@ int bk_backup_open(bk_backup **out, const bk_config *cfg, const char *what)
 					   "no backup file or catalog backup '%s'", what);
 		if (rc)
 			goto done;
-		if (stat(rec.location, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+		/* A file, or a download from the object store the row names. */
+		if ((rc = bk_store__fetch_location(cfg, rec.id, rec.location, &b->path)))
+			goto done;
+		if (stat(b->path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
 			rc = bk__error_set(BK_ENOTFOUND, "backup-file-missing",
 					   "backup %s: its file %s is missing", rec.id, rec.location);
 			goto done;
 		}
-		b->path = bk__strdup(rec.location);
 		b->catalog_id = bk__strdup(rec.id);
 		if (b->path == NULL || b->catalog_id == NULL) {
 			rc = BK_ENOMEM;

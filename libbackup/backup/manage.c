@@ -10,6 +10,7 @@
 #include <sodium.h>
 
 #include "libbackup/backup/backup_internal.h"
+#include "libbackup/backup/store_s3.h"
 
 /* Copies `path` into the locked, fresh `part` (fd), fsynced. */
 static int copy_into(int fd, const char *part, const char *path)
@@ -294,8 +295,10 @@ int bk_backup_gc(const bk_config *cfg, bk_backup_gc_report *out)
 			rc = gc_add(&out->orphan_files, &out->orphan_file_count, it->id, it->name);
 	}
 	for (size_t j = 0; j < nrows && rc == 0; j++) {
-		struct stat sb;
-		if (lstat(rows[j].location, &sb) != 0)
+		int there = 0;
+		if ((rc = bk_store__location_exists(cfg, rows[j].id, rows[j].location, &there)))
+			break;
+		if (!there)
 			rc = gc_add(&out->missing_files, &out->missing_file_count, rows[j].id,
 				    rows[j].location);
 	}

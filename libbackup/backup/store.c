@@ -1,4 +1,5 @@
-/* Backup stores: the interface and the `dir:PATH` backend. */
+/* Backup stores: the interface and the `dir:PATH` backend (`s3://` is in
+ * store_s3.c). */
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "libbackup/backup/backup_internal.h"
+#include "libbackup/backup/store_s3.h"
 
 #define SUFFIX      BK_BACKUP_EXT
 #define STMT_SUFFIX BK_BACKUP_EXT BK_STATEMENT_EXT
@@ -285,7 +287,10 @@ static const bk_store_ops dir_ops = {
 
 /* --- The interface --- */
 
-int bk_store_open(bk_store **out, const char *spec)
+static char *state_path(const char *name);
+static int open_s3(bk_store **out, const char *spec, const bk_config *cfg);
+
+static int open_spec(bk_store **out, const char *spec, const bk_config *cfg)
 {
 	dir_store *d = NULL;
 	char *abs = NULL;
@@ -293,13 +298,11 @@ int bk_store_open(bk_store **out, const char *spec)
 	if (out == NULL || spec == NULL)
 		return bk__error_set(BK_EINVALID, NULL, "store: no specification");
 	*out = NULL;
-	if (strncmp(spec, "dir:", 4) != 0 || spec[4] == '\0') {
-		if (strncmp(spec, "s3://", 5) == 0)
-			return bk__error_set(BK_EUSER, "store-unsupported",
-					     "store %s: S3 stores are not supported yet", spec);
+	if (strncmp(spec, "s3://", 5) == 0)
+		return open_s3(out, spec, cfg);
+	if (strncmp(spec, "dir:", 4) != 0 || spec[4] == '\0')
 		return bk__error_set(BK_EUSER, "store-invalid",
-				     "store '%s': expected dir:PATH", spec);
-	}
+				     "store '%s': expected dir:PATH or s3://BUCKET/PREFIX", spec);
 	if ((rc = bk_mkdir_p(spec + 4, 0700)))
 		return rc;
 	abs = realpath(spec + 4, NULL);
@@ -322,6 +325,29 @@ int bk_store_open(bk_store **out, const char *spec)
 	return 0;
 }
 
+int bk_store_open(bk_store **out, const char *spec)
+{
+	return open_spec(out, spec, NULL);
+}
+
+/* The local folder of an S3 store: its part files and downloads. */
+static int open_s3(bk_store **out, const char *spec, const bk_config *cfg)
+{
+	char *base = state_path("s3-cache"), *cache = NULL;
+	if (base == NULL)
+		return bk_error_last()->code == BK_EUSER ? BK_EUSER : BK_ENOMEM;
+	cache = bk__asprintf("%s/%s", base, spec + 5);
+	bk__free(base);
+	if (cache == NULL)
+		return BK_ENOMEM;
+	for (char *p = cache + strlen(cache) - strlen(spec + 5); *p; p++)
+		if (*p == '/' || *p == '.')
+			*p = '_';
+	int rc = bk_store__s3_open(out, spec, cfg, cache);
+	bk__free(cache);
+	return rc;
+}
+
 static char *state_path(const char *name)
 {
 	const char *xdg = getenv("XDG_STATE_HOME");
@@ -339,7 +365,7 @@ int bk_store_open_config(bk_store **out, const bk_config *cfg)
 {
 	const char *spec = cfg ? bk_config_get(cfg, "depot.store") : NULL;
 	if (spec && spec[0])
-		return bk_store_open(out, spec);
+		return open_spec(out, spec, cfg);
 	char *dir = state_path("backups");
 	if (dir == NULL)
 		return bk_error_last()->code == BK_EUSER ? BK_EUSER : BK_ENOMEM;
@@ -473,4 +499,64 @@ int bk_store_remove_part(bk_store *s, const char *name)
 	if (s == NULL || name == NULL)
 		return bk__error_set(BK_EINVALID, NULL, "store: no store");
 	return s->ops->remove_part(s, name);
+}
+
+/* --- Catalog locations --- */
+
+/* The store spec of an object location ("s3://B/P/<id>.aibk" -> "s3://B/P"). */
+static char *location_spec(const char *id, const char *location)
+{
+	char *tail = bk__asprintf("/%s" SUFFIX, id);
+	char *spec = NULL;
+	if (tail == NULL)
+		return NULL;
+	size_t n = strlen(location), k = strlen(tail);
+	if (n > k + 5 && strcmp(location + n - k, tail) == 0)
+		spec = bk__strndup(location, n - k);
+	else
+		bk__error_set(BK_EUSER, "store-invalid", "catalog location '%.200s' does not name %s",
+			      location, id);
+	bk__free(tail);
+	return spec;
+}
+
+int bk_store__fetch_location(const bk_config *cfg, const char *id, const char *location,
+			     char **out)
+{
+	bk_store *s = NULL;
+	char *spec = NULL;
+	int rc = 0;
+	*out = NULL;
+	if (strncmp(location, "s3://", 5) != 0) {
+		*out = bk__strdup(location);
+		return *out ? 0 : BK_ENOMEM;
+	}
+	if ((spec = location_spec(id, location)) == NULL)
+		return bk_error_last()->code == BK_EUSER ? BK_EUSER : BK_ENOMEM;
+	if ((rc = open_spec(&s, spec, cfg)) == 0)
+		rc = bk_store_get_path(s, id, out);
+	bk_store_free(s);
+	bk__free(spec);
+	return rc;
+}
+
+int bk_store__location_exists(const bk_config *cfg, const char *id, const char *location,
+			      int *out)
+{
+	bk_store *s = NULL;
+	char *spec = NULL;
+	struct stat sb;
+	int rc = 0;
+	*out = 0;
+	if (strncmp(location, "s3://", 5) != 0) {
+		*out = lstat(location, &sb) == 0;
+		return 0;
+	}
+	if ((spec = location_spec(id, location)) == NULL)
+		return bk_error_last()->code == BK_EUSER ? BK_EUSER : BK_ENOMEM;
+	if ((rc = open_spec(&s, spec, cfg)) == 0)
+		rc = bk_store_exists(s, id, out);
+	bk_store_free(s);
+	bk__free(spec);
+	return rc;
 }
