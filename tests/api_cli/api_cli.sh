@@ -9,7 +9,7 @@ set -euo pipefail
 AR=$AIBO_RESTORE
 SIM=$BK_BUILD_DIR/tests/cloudsim/aibo-cloudsim
 LABTOOL=$BK_BUILD_DIR/tests/apicli-lab
-STUB=$BK_TEST_SOURCE_DIR/tests/api_cli/status_stub.py
+STATUS_SERVER=$BK_TEST_SOURCE_DIR/tests/api_cli/status_server.py
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
@@ -204,14 +204,14 @@ check "no reassignment for refused requests" test "$(stats "d['reassignments'].g
 stop_sim "$SIMPID"
 
 # 400 (the simulator cannot be made to send one to a well-formed client).
-python3 "$STUB" 400 bad-request "the body is not a JSON object" >"$tmp/stub.out" 2>/dev/null &
-pids+=($!); stub=$!
-for _ in $(seq 100); do grep -q '^listening on ' "$tmp/stub.out" && break; sleep 0.05; done
-expect_exit 8 "400: exit 8" env AIBO_RESTORE_API_URL="$(sed -n 's/^listening on //p' "$tmp/stub.out")" \
+python3 "$STATUS_SERVER" 400 bad-request "the body is not a JSON object" >"$tmp/status.out" 2>/dev/null &
+pids+=($!); status_server=$!
+for _ in $(seq 100); do grep -q '^listening on ' "$tmp/status.out" && break; sleep 0.05; done
+expect_exit 8 "400: exit 8" env AIBO_RESTORE_API_URL="$(sed -n 's/^listening on //p' "$tmp/status.out")" \
   "$AR" --json unit OLD1
 check_json "400: code" "d['error']['code']" api-bad-request
 check_json "400: service code" "d['api_error']['code']" bad-request
-kill "$stub"; wait "$stub" 2>/dev/null || true
+kill "$status_server"; wait "$status_server" 2>/dev/null || true
 
 # --- Idempotency: the answer to a reassignment is lost after it applied ------
 start_sim drop --fault drop-after-apply=reassign

@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """A stand-in service that answers every request with one status and a JSON
-error object: status_stub.py STATUS CODE MESSAGE. Prints "listening on URL"
+error object: status_server.py STATUS CODE MESSAGE. Prints "listening on URL"
 first (port chosen by the system, 127.0.0.1 only)."""
 import http.server
 import json
