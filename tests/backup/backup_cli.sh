@@ -79,7 +79,9 @@ check "payload-truncated" test "$(json_get out 'd["error"]["code"]')" = payload-
 expect_exit 4 "truncated (full)" "$ar" --json verify -i other.id trunc.aibk
 check "payload-truncated (full)" test "$(json_get out 'd["error"]["code"]')" = payload-truncated
 cp own.aibk flip.aibk; cp own.aibk.statement flip.aibk.statement
-printf '\x55' | dd of=flip.aibk bs=1 seek=$((size - 100)) conv=notrunc 2>/dev/null
+# XOR, so the byte always changes (writing a fixed value left it unchanged
+# whenever it already held that value).
+python3 -c 'import sys; f=open(sys.argv[1],"r+b"); o=int(sys.argv[2]); f.seek(o); b=f.read(1)[0]; f.seek(o); f.write(bytes([b ^ 0x55]))' flip.aibk $((size - 100))
 expect_exit 4 "flipped payload (full)" "$ar" --json verify -i other.id flip.aibk
 check "payload-corrupt" test "$(json_get out 'd["error"]["code"]')" = payload-corrupt
 expect_exit 4 "flipped payload (quick)" "$ar" --json verify --quick flip.aibk
