@@ -32,6 +32,12 @@ extern const cli_command cmd_firmware_inspect;
 extern const cli_command cmd_firmware_verify;
 extern const cli_command cmd_firmware_list;
 extern const cli_command cmd_firmware_flash;
+extern const cli_command cmd_repair;
+extern const cli_command cmd_resume;
+extern const cli_command cmd_jobs;
+extern const cli_command cmd_job_show;
+extern const cli_command cmd_job_abort;
+extern const cli_command cmd_job_audit;
 
 const cli_command *const cli_commands[] = {
 	&cmd_help,
@@ -65,5 +71,11 @@ const cli_command *const cli_commands[] = {
 	&cmd_firmware_verify,
 	&cmd_firmware_list,
 	&cmd_firmware_flash,
+	&cmd_repair,
+	&cmd_resume,
+	&cmd_jobs,
+	&cmd_job_show,
+	&cmd_job_abort,
+	&cmd_job_audit,
 	NULL,
 };

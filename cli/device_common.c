@@ -49,35 +49,7 @@ int cli_device_resolve(cli_ctx *ctx, const char *arg, const char **out_uri)
 
 int cli_device_open(cli_ctx *ctx, const char *uri, bk_device **out)
 {
-	bk_device_opts o = BK_DEVICE_OPTS_INIT;
 	bk_config *cfg;
-	const char *ca[1];
-	uint64_t timeout = 30;
 	int rc = cli_config(ctx, &cfg);
-	if (rc == 0)
-		rc = cli_device_usb_ids(ctx, &o.usb_vid, &o.usb_pid);
-	if (rc == 0)
-		rc = bk_config_get_u64(cfg, "device.timeout", &timeout);
-	if (rc)
-		return rc;
-	o.terminal_key = bk_config_get(cfg, "depot.terminal_key");
-	o.terminal_cert = bk_config_get(cfg, "depot.terminal_cert");
-	ca[0] = bk_config_get(cfg, "trust.factory_ca");
-	if (ca[0]) {
-		o.factory_ca = ca;
-		o.factory_ca_count = 1;
-	}
-	if (o.terminal_key == NULL)
-		return cli_error(ctx, BK_EUSER, "no-terminal-key",
-		                 "no terminal key configured: set depot.terminal_key (see "
-		                 "aibo-restore.conf(5))");
-	if (o.terminal_cert == NULL)
-		return cli_error(ctx, BK_EUSER, "no-terminal-cert",
-		                 "no terminal certificate configured: set depot.terminal_cert");
-	if (ca[0] == NULL)
-		return cli_error(ctx, BK_EUSER, "no-factory-ca",
-		                 "no factory CA configured: set trust.factory_ca");
-	o.timeout_ms = timeout > 86400 ? 86400000 : (int64_t)timeout * 1000;
-	return bk_device_open(out, uri, &o);
+	return rc ? rc : bk_device_open_config(out, cfg, uri, NULL);
 }
-

@@ -67,27 +67,16 @@ say "the ticket and the old unit in the cloud"
 "$ar" ticket T-1001
 "$ar" unit ERS1000-OLD-0001
 
-say "1. back up the old unit (encrypted on the unit, signed by it, into the depot store)"
-"$ar" --progress=none --json backup "$old" >"$lab/backup.json"
-backup_id=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["id"])' "$lab/backup.json")
-"$ar" backups show "$backup_id"
-"$ar" verify "$backup_id" --quick
-
-say "2. a signed firmware that holds memory schema 3, flashed to the replacement"
+say "a signed firmware bundle that holds memory schema 3, in the lab's firmware folder"
 mkdir -p "$lab/pki/firmware"
 head -c 4M /dev/urandom >"$lab/rootfs.img"
 "$ar" firmware pack --key "$lab/pki/firmware.key" --model ERS-1000 --version 3.2.0 \
   --security-counter 2 --schema 1:3 "$lab/rootfs.img" -o "$lab/pki/firmware/ers1000-3.2.0.aifw"
-"$ar" firmware verify "$lab/pki/firmware/ers1000-3.2.0.aifw" --for "$new"
-"$ar" --progress=none firmware flash "$new" "$lab/pki/firmware/ers1000-3.2.0.aifw" --yes
 
-say "3. move the cloud identity to the replacement (certificate from its handshake)"
-"$ar" reassign --ticket T-1001 --to "$new"
+say "the repair: backup, firmware, reassign, restore, identity, verify, complete"
+"$ar" --progress=none repair --ticket T-1001 --from "$old" --to "$new"
 
-say "4. restore the memory onto the replacement (re-wrapped to its certificate's key)"
-"$ar" --progress=none restore "$new" "$backup_id"
-
-say "5. the replacement now holds the old unit's memory"
+say "the replacement now holds the old unit's memory"
 "$vdev" digest "$lab/old" >"$lab/old.digest"
 "$vdev" digest "$lab/new" >"$lab/new.digest"
 python3 - "$lab/old.digest" "$lab/new.digest" <<'PY'
@@ -100,4 +89,4 @@ if old["domains"] != new["domains"]:
     sys.exit("demo: the memories differ")
 print(f"  {old['serial']} -> {new['serial']}: every domain digest is equal")
 PY
-"$ar" info "$new"
+"$ar" ticket T-1001

@@ -15,6 +15,7 @@
 
 #include "device/virtual/memory_ops.h"
 #include "device/virtual/fw.h"
+#include "device/virtual/identity_ops.h"
 #include "device/virtual/pki.h"
 #include "device/virtual/server.h"
 #include "device/virtual/unit.h"
@@ -208,6 +209,8 @@ static int cmd_serve(int argc, char **argv)
 	rc = bk_vunit_open(&u, argv[optind]);
 	if (rc == 0)
 		rc = bk_vmemops_install(&memops, u);
+	if (rc == 0)
+		rc = bk_videntity_install(u);
 	if (rc == 0)
 		rc = bk_vunit_firmware_enable(u);
 	if (rc == 0)

@@ -15,6 +15,7 @@
 #include "device/channel.h"
 #include "device/virtual/fault.h"
 #include "device/virtual/fw.h"
+#include "device/virtual/identity_ops.h"
 #include "device/virtual/memgen.h"
 #include "device/virtual/unit.h"
 #include "libbackup/archive/archive.h"
@@ -502,7 +503,7 @@ static int slots_json(bk_vunit *u, const char *running, json_t *slots, json_t **
 int bk_vunit_info_json(bk_vunit *u, json_t **out)
 {
 	sqlite3_stmt *st = NULL;
-	json_t *o = NULL, *slots = NULL, *fw = NULL, *domains = NULL;
+	json_t *o = NULL, *slots = NULL, *fw = NULL, *domains = NULL, *ident = NULL;
 	uint8_t fp[32];
 	char fph[65];
 	int rc = 0;
@@ -523,11 +524,13 @@ int bk_vunit_info_json(bk_vunit *u, json_t **out)
 	rc = slots_json(u, (const char *)sqlite3_column_text(st, 5), slots, &fw);
 	if (rc == 0)
 		rc = domains_json(u->memory_dir, &domains);
+	if (rc == 0)
+		rc = bk_videntity_info_json(u, &ident);
 	if (rc)
 		goto done;
 	bk_cert_fingerprint(u->cert, fp);
 	bk_hex_encode(fph, fp, sizeof(fp));
-	o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:{s:s}, s:O, s:{s:I}, s:O, s:O, s:{s:b}}",
+	o = json_pack("{s:s, s:s, s:s, s:s, s:i, s:{s:s}, s:O, s:{s:I}, s:O, s:O, s:O}",
 	              "serial", (const char *)sqlite3_column_text(st, 0), "model",
 	              (const char *)sqlite3_column_text(st, 1), "hw_revision",
 	              (const char *)sqlite3_column_text(st, 2), "state",
@@ -535,7 +538,7 @@ int bk_vunit_info_json(bk_vunit *u, json_t **out)
 	              battery_level(u, sqlite3_column_int(st, 3)), "certificate", "fingerprint",
 	              fph, "firmware", fw, "memory", "schema",
 	              (json_int_t)sqlite3_column_int64(st, 4), "slots", slots, "domains", domains,
-	              "identity", "installed", 0);
+	              "identity", ident);
 	if (o == NULL) {
 		rc = bk__error_oom();
 		goto done;
@@ -546,6 +549,7 @@ done:
 	json_decref(slots);
 	json_decref(fw);
 	json_decref(domains);
+	json_decref(ident);
 	return rc;
 }
 

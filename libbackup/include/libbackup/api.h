@@ -41,6 +41,7 @@
 #define LIBBACKUP_API_H
 
 #include <libbackup/common.h>
+#include <libbackup/config.h>
 #include <libbackup/stream.h>
 
 BK_BEGIN_DECLS
@@ -73,6 +74,13 @@ typedef struct bk_api_options {
  * not loopback is BK_EUSER "insecure-url". */
 BK_EXTERN int bk_api_new(bk_api **out, const bk_api_options *opts);
 BK_EXTERN void bk_api_free(bk_api *api);
+
+/* A client from the configuration's [api] section (aibo-restore.conf(5)):
+ * api.url; the token from api.token (or AIBO_RESTORE_API_TOKEN, which the
+ * configuration maps onto it), else api.token_file (which must be private);
+ * api.ca_file, api.client_cert with api.client_key, api.connect_timeout and
+ * api.timeout (seconds) and api.retries. `trace` as in bk_api_options. */
+BK_EXTERN int bk_api_new_config(bk_api **out, const bk_config *cfg, int trace);
 
 /* Reads the token from a file that only its owner may read (see
  * bk_file_check_private: a group- or world-readable file is BK_EAUTH with the

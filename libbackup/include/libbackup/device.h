@@ -18,6 +18,7 @@
 #define LIBBACKUP_DEVICE_H
 
 #include <libbackup/common.h>
+#include <libbackup/config.h>
 #include <libbackup/stream.h>
 
 BK_BEGIN_DECLS
@@ -79,6 +80,13 @@ enum {
  * reason names the cause), BK_EBUSY (the unit serves another terminal),
  * BK_EINCOMPAT (no common protocol version). */
 BK_EXTERN int bk_device_open(bk_device **out, const char *uri, const bk_device_opts *opts);
+/* bk_device_open with the options from the configuration: the terminal's
+ * key and certificate (depot.terminal_key, depot.terminal_cert), the
+ * factory CA (trust.factory_ca), usb.vid_pid and device.timeout (seconds).
+ * `serial` (may be NULL) is the serial the unit must have. */
+BK_EXTERN int bk_device_open_config(bk_device **out, const bk_config *cfg, const char *uri,
+                                    const char *serial);
+
 /* The same over a connected transport (an in-process pair, a test harness);
  * the handle owns `transport`, also on failure. It cannot reconnect. */
 BK_EXTERN int bk_device_open_stream(bk_device **out, bk_stream *transport,
@@ -114,6 +122,17 @@ BK_EXTERN int bk_device_call(bk_device *dev, int type, const char *json_body, ch
 
 /* PING: a round trip; *rtt_ms (may be NULL) gets its duration. */
 BK_EXTERN int bk_device_ping(bk_device *dev, int64_t *rtt_ms, bk_deadline d);
+
+/* IDENTITY_INSTALL: hands the unit the identity bundle a reassignment
+ * returned (aibo-cert/1, role "identity", signed by the service CA). The
+ * unit checks the signature against the service CA it trusts and that the
+ * bundle names its own serial and keys, then keeps it; installing the same
+ * bundle again succeeds. *out_json (may be NULL; free with bk_free) gets
+ * the unit's answer: {"device_id": ..., "serial": ..., "fingerprint": ...}.
+ * Refusals are the unit's errors as it reports them (BK_EAUTH for a bundle
+ * it cannot verify, BK_EVERIFY "bundle-mismatch" for another unit's). */
+BK_EXTERN int bk_device_identity_install(bk_device *dev, const uint8_t *bundle, size_t len,
+                                         char **out_json, bk_deadline d);
 
 /* One firmware slot as INFO reports it. */
 typedef struct bk_device_slot {

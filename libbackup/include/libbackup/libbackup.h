@@ -11,6 +11,7 @@
 #include <libbackup/errors.h>
 #include <libbackup/firmware.h>
 #include <libbackup/identity.h>
+#include <libbackup/job.h>
 #include <libbackup/keys.h>
 #include <libbackup/log.h>
 #include <libbackup/progress.h>

@@ -100,11 +100,17 @@ typedef struct bk_restore_push_opts {
 	void *progress_payload;
 	int64_t reconnect_ms; /* 0: 60000 */
 	int min_battery;      /* 0: backup.min_battery or 20 */
+	/* The file is already encrypted to this unit (a cloud backup the
+	 * service re-wrapped for it): it is sent byte for byte, the terminal
+	 * opens nothing, and the unit's commit answer must name the manifest
+	 * digest of the statement; its digests are reported as the unit gives
+	 * them. `identity` is not used. */
+	int sealed;
 } bk_restore_push_opts;
 
 #define BK_RESTORE_PUSH_OPTS_INIT                                                                  \
 	{                                                                                          \
-		BK_RESTORE_PUSH_OPTS_VERSION, NULL, NULL, NULL, 0, NULL, NULL, 0, 0                \
+		BK_RESTORE_PUSH_OPTS_VERSION, NULL, NULL, NULL, 0, NULL, NULL, 0, 0, 0             \
 	}
 
 /* What a restore did. */
