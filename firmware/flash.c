@@ -1,6 +1,10 @@
 /* Flashing a unit's inactive slot (bk_fw_flash, see firmware.h). */
+#include <errno.h>
+#include <fcntl.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -11,7 +15,8 @@
 
 #include "firmware/firmware_internal.h"
 
-#define BLOCK             ((size_t)4 << 20) /* bytes read from the bundle per window */
+#define READ_BLOCK        ((size_t)1 << 20) /* bytes read from the bundle file at once */
+#define SKIP_BLOCK        ((size_t)1 << 20) /* bytes skipped at once when resuming */
 #define BOOT_TIMEOUT_MS   120000
 #define MAX_RESUMES       5
 #define RECONNECT_WAIT_MS 100
@@ -25,13 +30,46 @@ static const bk_progress_step steps[] = {
 
 /* --- Reading the payload bytes in bundle order --------------------------------- */
 
+/* The bundle file as it was when the terminal verified it: the transfer
+ * reads the same file, unchanged (the unit checks every digest again before
+ * it activates anything, so this is the terminal's early word, not the last
+ * line of defence). */
+typedef struct file_id {
+	dev_t dev;
+	ino_t ino;
+	off_t size;
+	struct timespec mtime, ctime;
+} file_id;
+
+static void file_id_of(file_id *id, const struct stat *st)
+{
+	memset(id, 0, sizeof(*id));
+	id->dev = st->st_dev;
+	id->ino = st->st_ino;
+	id->size = st->st_size;
+	id->mtime = st->st_mtim;
+	id->ctime = st->st_ctim;
+}
+
+static bool file_id_same(const file_id *a, const file_id *b)
+{
+	return a->dev == b->dev && a->ino == b->ino && a->size == b->size &&
+	       a->mtime.tv_sec == b->mtime.tv_sec && a->mtime.tv_nsec == b->mtime.tv_nsec &&
+	       a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
+}
+
+static int bundle_changed(const bk_fw_bundle *b)
+{
+	return bk__error_set(BK_EVERIFY, "bundle-changed",
+	                     "%s: the bundle changed since it was verified", bk_fw_bundle_path(b));
+}
+
 typedef struct reader {
 	const bk_fw_bundle *b;
 	struct archive *a;
-	size_t idx;      /* payload being read */
-	uint64_t left;   /* bytes left in it */
-	bool check;      /* check each payload's digest as it streams */
-	crypto_generichash_state h;
+	int fd;
+	size_t idx;    /* payload being read */
+	uint64_t left; /* bytes left in it */
 } reader;
 
 static void reader_close(reader *r)
@@ -39,6 +77,9 @@ static void reader_close(reader *r)
 	if (r->a)
 		archive_read_free(r->a);
 	r->a = NULL;
+	if (r->fd >= 0)
+		close(r->fd);
+	r->fd = -1;
 }
 
 static int reader_next(reader *r)
@@ -60,22 +101,45 @@ static int reader_next(reader *r)
 			                     "%s: entry %s where payload %s belongs",
 			                     bk_fw_bundle_path(r->b), name ? name : "(unnamed)",
 			                     m->payloads[r->idx].name);
+		if (archive_entry_size(e) < 0 ||
+		    (uint64_t)archive_entry_size(e) != m->payloads[r->idx].size)
+			return bk__error_set(BK_EFORMAT, "payload-size",
+			                     "%s: payload %s is not the size its manifest says",
+			                     bk_fw_bundle_path(r->b), m->payloads[r->idx].name);
 		r->left = m->payloads[r->idx].size;
-		crypto_generichash_init(&r->h, NULL, 0, BK_FW_DIGEST_LEN);
 		return 0;
 	}
 }
 
-static int reader_open(reader *r, const bk_fw_bundle *b, bool check)
+/* Opens the bundle file; with `id`, it must still be the file verified. */
+static int reader_open(reader *r, const bk_fw_bundle *b, const file_id *id)
 {
+	struct stat st;
+	file_id now;
 	memset(r, 0, sizeof(*r));
 	r->b = b;
-	r->check = check;
+	r->fd = open(bk_fw_bundle_path(b), O_RDONLY | O_CLOEXEC);
+	if (r->fd < 0)
+		return bk__error_errno(errno, "%s", bk_fw_bundle_path(b));
+	if (id) {
+		if (fstat(r->fd, &st) != 0) {
+			int rc = bk__error_errno(errno, "%s", bk_fw_bundle_path(b));
+			reader_close(r);
+			return rc;
+		}
+		file_id_of(&now, &st);
+		if (!file_id_same(&now, id)) {
+			reader_close(r);
+			return bundle_changed(b);
+		}
+	}
 	r->a = archive_read_new();
-	if (r->a == NULL)
+	if (r->a == NULL) {
+		reader_close(r);
 		return bk__error_oom();
+	}
 	if (archive_read_support_format_tar(r->a) != ARCHIVE_OK ||
-	    archive_read_open_filename(r->a, bk_fw_bundle_path(b), 65536) != ARCHIVE_OK) {
+	    archive_read_open_fd(r->a, r->fd, READ_BLOCK) != ARCHIVE_OK) {
 		int rc = bk__error_set(BK_EIO, "bundle-unreadable", "%s: %s", bk_fw_bundle_path(b),
 		                       archive_error_string(r->a));
 		reader_close(r);
@@ -89,6 +153,19 @@ static int reader_open(reader *r, const bk_fw_bundle *b, bool check)
 	return rc;
 }
 
+/* With `id`: the file read is still the one verified. */
+static int reader_unchanged(reader *r, const file_id *id)
+{
+	struct stat st;
+	file_id now;
+	if (id == NULL)
+		return 0;
+	if (fstat(r->fd, &st) != 0)
+		return bk__error_errno(errno, "%s", bk_fw_bundle_path(r->b));
+	file_id_of(&now, &st);
+	return file_id_same(&now, id) ? 0 : bundle_changed(r->b);
+}
+
 /* Reads exactly `len` bytes of the concatenated payloads. */
 static int reader_read(reader *r, uint8_t *buf, size_t len)
 {
@@ -97,7 +174,8 @@ static int reader_read(reader *r, uint8_t *buf, size_t len)
 		if (r->left == 0) {
 			if (++r->idx >= m->payload_count)
 				return bk__error_set(BK_EFORMAT, "payload-truncated",
-				                     "%s: payloads end early", bk_fw_bundle_path(r->b));
+				                     "%s: payloads end early",
+				                     bk_fw_bundle_path(r->b));
 			int rc = reader_next(r);
 			if (rc)
 				return rc;
@@ -109,28 +187,17 @@ static int reader_read(reader *r, uint8_t *buf, size_t len)
 			return bk__error_set(BK_EFORMAT, "payload-truncated",
 			                     "%s: payload %s is truncated", bk_fw_bundle_path(r->b),
 			                     m->payloads[r->idx].name);
-		crypto_generichash_update(&r->h, buf, (unsigned long long)n);
 		buf += n;
 		len -= (size_t)n;
 		r->left -= (uint64_t)n;
-		if (r->left == 0 && r->check) {
-			/* The bundle may have changed since it was verified. */
-			uint8_t d[BK_FW_DIGEST_LEN];
-			crypto_generichash_final(&r->h, d, sizeof(d));
-			if (sodium_memcmp(d, m->payloads[r->idx].digest, sizeof(d)) != 0)
-				return bk__error_set(BK_EVERIFY, "payload-digest-mismatch",
-				                     "%s: payload %s does not match its digest",
-				                     bk_fw_bundle_path(r->b),
-				                     m->payloads[r->idx].name);
-		}
 	}
 	return 0;
 }
 
-static int reader_skip(reader *r, uint8_t *buf, uint64_t n)
+static int reader_skip(reader *r, uint8_t *buf, size_t cap, uint64_t n)
 {
 	while (n > 0) {
-		size_t k = n < BLOCK ? (size_t)n : BLOCK;
+		size_t k = n < cap ? (size_t)n : cap;
 		int rc = reader_read(r, buf, k);
 		if (rc)
 			return rc;
@@ -147,19 +214,32 @@ typedef struct flash {
 	const bk_fw_flash_opts *o;
 	bk_fw_flash_result *res;
 	bk_progress_tracker pt;
-	uint8_t *block;
-	uint64_t block_off;
+	file_id id;       /* the bundle file verified (unless skip_terminal_checks) */
+	reader r;         /* the transfer's reader */
+	uint64_t next;    /* the next offset the reader gives */
+	uint8_t *scratch; /* SKIP_BLOCK bytes */
 	uint64_t total;
 	char slot[8];
 } flash;
 
+/* The transfer's data: read straight from the bundle in the order the
+ * requests go out, so the pipeline of requests never drains between blocks
+ * (and no byte is copied twice on the terminal). */
 static int source(void *payload, uint64_t offset, void *buf, size_t len)
 {
 	flash *f = payload;
-	memcpy(buf, f->block + (offset - f->block_off), len);
-	return 0;
+	if (offset != f->next)
+		return bk__error_set(
+		    BK_ERROR, "out-of-order",
+		    "firmware flash: data asked at %llu, the bundle is read at %llu",
+		    (unsigned long long)offset, (unsigned long long)f->next);
+	int rc = reader_read(&f->r, buf, len);
+	if (rc == 0) {
+		f->next += len;
+		rc = bk_progress_update(&f->pt, offset, false);
+	}
+	return rc;
 }
-
 static const char *jstr(json_t *o, const char *k)
 {
 	const char *s = json_string_value(json_object_get(o, k));
@@ -172,13 +252,14 @@ static int call_json(flash *f, int type, json_t *body, json_t **out, int64_t tim
 	int rc = 0;
 	if (body && (text = json_dumps(body, JSON_COMPACT)) == NULL)
 		return bk__error_oom();
-	rc = bk_device_call(f->dev, type, text, &reply,
-	                    timeout_ms ? bk_deadline_in(timeout_ms) : 0);
+	rc =
+	    bk_device_call(f->dev, type, text, &reply, timeout_ms ? bk_deadline_in(timeout_ms) : 0);
 	free(text);
 	if (rc == 0 && out) {
 		*out = json_loads(reply ? reply : "{}", 0, NULL);
 		if (*out == NULL)
-			rc = bk__error_set(BK_EFORMAT, "bad-reply", "%s: the unit's answer is not JSON",
+			rc = bk__error_set(BK_EFORMAT, "bad-reply",
+			                   "%s: the unit's answer is not JSON",
 			                   bk_device_serial(f->dev));
 	}
 	bk_free(reply);
@@ -215,28 +296,26 @@ static int begin(flash *f, uint64_t *out_offset)
 	return rc;
 }
 
-/* Sends bytes [offset, total) from the bundle. */
+/* Sends bytes [offset, total) from the bundle, in one pipeline of requests. */
 static int send_from(flash *f, uint64_t offset)
 {
-	reader r;
+	const file_id *id = f->o->skip_terminal_checks ? NULL : &f->id;
 	bk_device_xfer_opts xo = BK_DEVICE_XFER_OPTS_INIT;
-	int rc = reader_open(&r, f->b, !f->o->skip_terminal_checks);
+	uint64_t done = 0;
+	int rc = reader_open(&f->r, f->b, id);
 	if (rc == 0)
-		rc = reader_skip(&r, f->block, offset);
-	for (uint64_t pos = offset; rc == 0 && pos < f->total;) {
-		size_t n = f->total - pos < BLOCK ? (size_t)(f->total - pos) : BLOCK;
-		uint64_t done = 0;
-		rc = reader_read(&r, f->block, n);
-		if (rc)
-			break;
-		f->block_off = pos;
-		rc = bk_device_write_range(f->dev, BK_DEVICE_FW_WRITE, pos, n, source, f, &xo, &done);
+		rc = reader_skip(&f->r, f->scratch, SKIP_BLOCK, offset);
+	f->next = offset;
+	if (rc == 0 && offset < f->total) {
+		rc = bk_device_write_range(f->dev, BK_DEVICE_FW_WRITE, offset, f->total - offset,
+		                           source, f, &xo, &done);
 		f->res->sent += done;
-		pos += done;
-		if (rc == 0)
-			rc = bk_progress_update(&f->pt, pos, pos == f->total);
 	}
-	reader_close(&r);
+	if (rc == 0)
+		rc = reader_unchanged(&f->r, id);
+	if (rc == 0)
+		rc = bk_progress_update(&f->pt, f->total, true);
+	reader_close(&f->r);
 	return rc;
 }
 
@@ -284,7 +363,8 @@ static int transfer(flash *f)
 			break;
 		/* Resume from what the unit holds. */
 		f->res->resumes++;
-		bk__log(BK_LOG_INFO, "firmware", "%s: connection lost during the transfer; resuming",
+		bk__log(BK_LOG_INFO, "firmware",
+		        "%s: connection lost during the transfer; resuming",
 		        bk_device_serial(f->dev));
 		rc = reconnect_until(f, bk_deadline_in(f->o->reconnect_timeout_ms
 		                                           ? f->o->reconnect_timeout_ms
@@ -319,14 +399,27 @@ static int preflight(flash *f, bk_device_info *info)
 	bk_fw_unit unit = BK_FW_UNIT_INIT;
 	unit.model = info->model;
 	unit.hw_rev = info->hw_revision;
-	unit.security_counter = info->security_counter > UINT32_MAX ? UINT32_MAX
-	                                                            : (uint32_t)info->security_counter;
+	unit.security_counter =
+	    info->security_counter > UINT32_MAX ? UINT32_MAX : (uint32_t)info->security_counter;
 	unit.schema = info->memory_schema > INT64_MAX ? INT64_MAX : (int64_t)info->memory_schema;
 	bk_fw_verify_opts vo = BK_FW_VERIFY_OPTS_INIT;
 	vo.trusted_keys = o->trusted_keys;
 	vo.revoked_key_ids = o->revoked_key_ids;
 	vo.unit = &unit;
-	return bk_fw_bundle_verify(f->b, &vo);
+	/* The file verified is the file sent: its identity before and after
+	 * the check, and again while it is read for the transfer. */
+	struct stat st;
+	file_id after;
+	if (stat(bk_fw_bundle_path(f->b), &st) != 0)
+		return bk__error_errno(errno, "%s", bk_fw_bundle_path(f->b));
+	file_id_of(&f->id, &st);
+	int rc = bk_fw_bundle_verify(f->b, &vo);
+	if (rc)
+		return rc;
+	if (stat(bk_fw_bundle_path(f->b), &st) != 0)
+		return bk__error_errno(errno, "%s", bk_fw_bundle_path(f->b));
+	file_id_of(&after, &st);
+	return file_id_same(&f->id, &after) ? 0 : bundle_changed(f->b);
 }
 
 /* After REBOOT: the unit comes back and says what it booted. */
@@ -342,11 +435,12 @@ static int confirm(flash *f)
 		if (reconnect_until(f, bk_deadline_in(wait < 2000 ? wait : 2000)) == 0)
 			rc = 0;
 		else
-			return bk__error_set(BK_ETIMEOUT, "unit-not-back",
-			                     "%s did not come back within %lld ms after the reboot; "
-			                     "its slot state is unknown (check it with info once it "
-			                     "answers)",
-			                     bk_device_serial(f->dev), (long long)wait);
+			return bk__error_set(
+			    BK_ETIMEOUT, "unit-not-back",
+			    "%s did not come back within %lld ms after the reboot; "
+			    "its slot state is unknown (check it with info once it "
+			    "answers)",
+			    bk_device_serial(f->dev), (long long)wait);
 	}
 	if (rc == 0)
 		rc = bk_progress_step_begin(&f->pt, "confirm", 0);
@@ -364,11 +458,11 @@ static int confirm(flash *f)
 	    strcmp(slot, f->slot) == 0)
 		rc = 0;
 	else if (strcmp(result, "rolled-back") == 0 && strcmp(slot, f->slot) == 0)
-		rc = bk__error_set(BK_EROLLBACK, "firmware-rolled-back",
-		                   "%s: firmware %s failed its first boot in slot %s; the unit went "
-		                   "back to slot %s",
-		                   bk_device_serial(f->dev), bk_fw_bundle_version(f->b), f->slot,
-		                   running);
+		rc = bk__error_set(
+		    BK_EROLLBACK, "firmware-rolled-back",
+		    "%s: firmware %s failed its first boot in slot %s; the unit went "
+		    "back to slot %s",
+		    bk_device_serial(f->dev), bk_fw_bundle_version(f->b), f->slot, running);
 	else
 		rc = bk__error_set(BK_ERROR, "boot-undecided",
 		                   "%s: after the reboot the unit runs slot %s (last boot result "
@@ -400,8 +494,13 @@ int bk_fw_flash(bk_device *dev, bk_fw_bundle *b, const bk_fw_flash_opts *opts)
 	f.res->bytes = f.total;
 	bk_progress_init(&f.pt, opts->progress, opts->progress_payload, bk_device_serial(dev),
 	                 steps, (unsigned)BK_ARRAY_LEN(steps));
-	f.block = bk__malloc(BLOCK);
-	if (f.block == NULL) {
+	f.r.fd = -1;
+	if (bk_fw_bundle_path(b) == NULL) {
+		rc = bk__error_set(BK_EINVALID, NULL, "firmware flash: the bundle must be a file");
+		goto done;
+	}
+	f.scratch = bk__malloc(SKIP_BLOCK);
+	if (f.scratch == NULL) {
 		rc = BK_ENOMEM;
 		goto done;
 	}
@@ -410,7 +509,8 @@ int bk_fw_flash(bk_device *dev, bk_fw_bundle *b, const bk_fw_flash_opts *opts)
 		rc = preflight(&f, info);
 	if (rc == 0)
 		rc = transfer(&f);
-	/* The unit re-reads and re-hashes the slot: allow it time. */
+	/* The unit checks the signature again and re-reads whatever it could not
+	 * hash as it arrived (payloads complete before a resume): allow it time. */
 	if (rc == 0)
 		rc = bk_progress_step_begin(&f.pt, "verify", 0);
 	if (rc == 0)
@@ -431,6 +531,6 @@ int bk_fw_flash(bk_device *dev, bk_fw_bundle *b, const bk_fw_flash_opts *opts)
 done:
 	json_decref(body);
 	bk_device_info_free(info);
-	bk__free(f.block);
+	bk__free(f.scratch);
 	return rc;
 }

@@ -13,7 +13,9 @@
 #include "device/virtual/fw.h"
 #include "firmware/firmware_internal.h"
 
-#define SYNC_EVERY ((uint64_t)32 << 20) /* durable progress every 32 MiB */
+#define SYNC_EVERY  ((uint64_t)32 << 20) /* durable progress every 32 MiB */
+#define SYNC_AHEAD  ((uint64_t)4 << 20)  /* writeback started every 4 MiB */
+#define HASH_BUF    ((size_t)1 << 20)    /* bytes read at once when re-hashing */
 #define REVOKED_MAX 32
 #define MIN64(a, b) ((a) < (b) ? (a) : (b))
 
@@ -29,11 +31,17 @@ struct bk_vfw {
 	char slot[8];
 	int fd;
 	uint64_t total;
-	uint64_t written; /* bytes received and checked */
-	uint64_t synced;  /* bytes durable (recorded in fw_staging) */
-	size_t cur;       /* payload the next byte belongs to */
+	uint64_t written;  /* bytes received and checked */
+	uint64_t synced;   /* bytes durable (recorded in fw_staging) */
+	uint64_t flushing; /* bytes whose writeback was started */
+	size_t cur;        /* payload the next byte belongs to */
 	uint64_t cur_start;
+	size_t live_from; /* payloads before it were complete at FW_BEGIN */
 	crypto_generichash_state h;
+	/* The slot FW_FINISH verified in this power cycle, and its image file
+	 * then (FW_ACTIVATE re-hashes anything else). */
+	char verified[8];
+	struct stat verified_st;
 };
 
 static const char tables_sql[] =
@@ -158,15 +166,100 @@ static char *slot_path(bk_vfw *fw, const char *slot)
 
 /* --- Boot ---------------------------------------------------------------------- */
 
+/* BLAKE2b of `len` bytes of `fd` from `off` (digest of `dlen` bytes). */
+static int hash_range(int fd, const char *slot, uint64_t off, uint64_t len, uint8_t *d, size_t dlen)
+{
+	uint8_t *buf = bk__malloc(HASH_BUF);
+	crypto_generichash_state h;
+	int rc = 0;
+	if (buf == NULL)
+		return BK_ENOMEM;
+	crypto_generichash_init(&h, NULL, 0, dlen);
+	while (len > 0) {
+		ssize_t r = pread(fd, buf, (size_t)MIN64((uint64_t)HASH_BUF, len), (off_t)off);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			rc = r < 0 ? bk__error_errno(errno, "slot %s: cannot read", slot)
+			           : bk__error_set(BK_EVERIFY, "slot-invalid",
+			                           "slot %s: image shorter than its header", slot);
+			break;
+		}
+		crypto_generichash_update(&h, buf, (unsigned long long)r);
+		off += (uint64_t)r;
+		len -= (uint64_t)r;
+	}
+	crypto_generichash_final(&h, d, dlen);
+	bk__free(buf);
+	return rc;
+}
+
+/* Checks an image against a slot header digest: "SIZE:HEX,..." (each
+ * payload's BLAKE2b-512, in image order), or the whole image's BLAKE2b-256
+ * (64 hex digits) for a slot written by an earlier version. 0 when the
+ * image matches, 1 when it does not, or an error. */
+static int digest_check(int fd, const char *slot, const char *want, uint64_t size)
+{
+	uint8_t d[BK_FW_DIGEST_LEN];
+	char hex[2 * BK_FW_DIGEST_LEN + 1];
+	uint64_t off = 0;
+	int rc;
+	if (strlen(want) == 64 && strchr(want, ':') == NULL) {
+		rc = hash_range(fd, slot, 0, size, d, 32);
+		if (rc)
+			return rc;
+		bk_hex_encode(hex, d, 32);
+		return sodium_memcmp(hex, want, 64) == 0 ? 0 : 1;
+	}
+	for (const char *p = want; *p;) {
+		uint64_t n = 0;
+		size_t digits = 0;
+		for (; *p >= '0' && *p <= '9' && digits < 19; p++, digits++)
+			n = n * 10 + (uint64_t)(*p - '0');
+		if (digits == 0 || *p != ':' || strlen(p + 1) < 2 * BK_FW_DIGEST_LEN ||
+		    n > size - off)
+			return 1;
+		p++;
+		rc = hash_range(fd, slot, off, n, d, BK_FW_DIGEST_LEN);
+		if (rc)
+			return rc;
+		bk_hex_encode(hex, d, BK_FW_DIGEST_LEN);
+		if (sodium_memcmp(hex, p, 2 * BK_FW_DIGEST_LEN) != 0)
+			return 1;
+		off += n;
+		p += 2 * BK_FW_DIGEST_LEN;
+		if (*p == ',')
+			p++;
+		else if (*p != '\0')
+			return 1;
+	}
+	return off == size ? 0 : 1;
+}
+
+/* The slot header digest of the image a manifest describes (see
+ * digest_check). */
+static char *slot_digest(const bk_fw_manifest *m)
+{
+	size_t cap = m->payload_count * (2 * BK_FW_DIGEST_LEN + 24) + 1, len = 0;
+	char *s = bk__malloc(cap);
+	if (s == NULL)
+		return NULL;
+	s[0] = '\0';
+	for (size_t i = 0; i < m->payload_count; i++)
+		len +=
+		    (size_t)snprintf(s + len, cap - len, "%s%llu:%s", i ? "," : "",
+		                     (unsigned long long)m->payloads[i].size, m->payloads[i].hex);
+	return s;
+}
+
 /* Hashes a slot image and compares it with its header. */
 static int slot_check(bk_vfw *fw, const char *slot)
 {
 	sqlite3 *db = bk_vunit_db(fw->u);
 	sqlite3_stmt *st = NULL;
-	uint8_t buf[65536], d[32];
-	char hex[65], want[65] = "";
+	struct stat sb;
+	char *want = NULL;
 	int64_t size = -1;
-	uint64_t n = 0;
 	int fd = -1, rc = 0;
 	char *p = slot_path(fw, slot);
 	if (p == NULL)
@@ -179,7 +272,11 @@ static int slot_check(bk_vfw *fw, const char *slot)
 	sqlite3_bind_text(st, 1, slot, -1, SQLITE_STATIC);
 	if (sqlite3_step(st) == SQLITE_ROW) {
 		size = sqlite3_column_int64(st, 0);
-		bk_strlcpy(want, (const char *)sqlite3_column_text(st, 1), sizeof(want));
+		want = bk__strdup((const char *)sqlite3_column_text(st, 1));
+		if (want == NULL) {
+			rc = BK_ENOMEM;
+			goto done;
+		}
 	}
 	if (size < 0) {
 		rc = bk__error_set(BK_EVERIFY, "slot-invalid", "slot %s has no header", slot);
@@ -190,30 +287,20 @@ static int slot_check(bk_vfw *fw, const char *slot)
 		rc = bk__error_set(BK_EVERIFY, "slot-invalid", "slot %s: no image", slot);
 		goto done;
 	}
-	crypto_generichash_state h;
-	crypto_generichash_init(&h, NULL, 0, sizeof(d));
-	for (;;) {
-		ssize_t r = read(fd, buf, sizeof(buf));
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r < 0) {
-			rc = bk__error_errno(errno, "slot %s: cannot read", slot);
-			goto done;
-		}
-		if (r == 0)
-			break;
-		crypto_generichash_update(&h, buf, (unsigned long long)r);
-		n += (uint64_t)r;
+	if (fstat(fd, &sb) != 0) {
+		rc = bk__error_errno(errno, "slot %s: cannot read", slot);
+		goto done;
 	}
-	crypto_generichash_final(&h, d, sizeof(d));
-	bk_hex_encode(hex, d, sizeof(d));
-	if (n != (uint64_t)size || sodium_memcmp(hex, want, 64) != 0)
-		rc = bk__error_set(BK_EVERIFY, "slot-invalid", "slot %s: image does not match its header",
-		                   slot);
+	rc = (uint64_t)sb.st_size == (uint64_t)size ? digest_check(fd, slot, want, (uint64_t)size)
+	                                            : 1;
+	if (rc == 1)
+		rc = bk__error_set(BK_EVERIFY, "slot-invalid",
+		                   "slot %s: image does not match its header", slot);
 done:
 	if (fd >= 0)
 		close(fd);
 	sqlite3_finalize(st);
+	bk__free(want);
 	bk__free(p);
 	return rc;
 }
@@ -240,11 +327,11 @@ static int boot(bk_vfw *fw)
 		if (healthy) {
 			rc = exec(db, "BEGIN IMMEDIATE", "mark good");
 			if (rc == 0)
-				rc = run(db, "UPDATE slots SET state = 'inactive' WHERE name = ?1", "t",
-				         s.running);
+				rc = run(db, "UPDATE slots SET state = 'inactive' WHERE name = ?1",
+				         "t", s.running);
 			if (rc == 0)
-				rc = run(db, "UPDATE slots SET state = 'active' WHERE name = ?1", "t",
-				         s.trial);
+				rc = run(db, "UPDATE slots SET state = 'active' WHERE name = ?1",
+				         "t", s.trial);
 			if (rc == 0)
 				rc = run(db, "UPDATE unit SET running_slot = ?1", "t", s.trial);
 			if (rc == 0)
@@ -255,12 +342,14 @@ static int boot(bk_vfw *fw)
 			rc = end_tx(db, rc, "mark good");
 			/* Only a slot marked good moves the anti-rollback counter. */
 			if (rc == 0)
-				rc = run(db,
-				         "UPDATE fw_state SET security_counter = max(security_counter,"
-				         " (SELECT security_counter FROM slots WHERE name = ?1))",
-				         "t", s.trial);
+				rc = run(
+				    db,
+				    "UPDATE fw_state SET security_counter = max(security_counter,"
+				    " (SELECT security_counter FROM slots WHERE name = ?1))",
+				    "t", s.trial);
 			if (rc == 0)
-				bk__log(BK_LOG_INFO, "vdev", "unit %s: slot %s booted and marked good",
+				bk__log(BK_LOG_INFO, "vdev",
+				        "unit %s: slot %s booted and marked good",
 				        bk_vunit_serial(fw->u), s.trial);
 			return rc;
 		}
@@ -283,8 +372,8 @@ static int boot(bk_vfw *fw)
 		         "t", s.trial);
 	rc = end_tx(db, rc, "fall back");
 	if (rc == 0)
-		bk__log(BK_LOG_INFO, "vdev", "unit %s: fell back to slot %s", bk_vunit_serial(fw->u),
-		        s.running);
+		bk__log(BK_LOG_INFO, "vdev", "unit %s: fell back to slot %s",
+		        bk_vunit_serial(fw->u), s.running);
 	return rc;
 }
 
@@ -334,7 +423,7 @@ static void transfer_end(bk_vfw *fw)
 	fw->fd = -1;
 	bk_fw__manifest_free(fw->m);
 	fw->m = NULL;
-	fw->total = fw->written = fw->synced = 0;
+	fw->total = fw->written = fw->synced = fw->flushing = 0;
 }
 
 /* Reads trust/revoked-keys (optional) into `ids` (NULL-terminated). */
@@ -390,8 +479,9 @@ static int check_bundle(bk_vfw *fw, const fw_state *s, const uint8_t *man, size_
 	for (size_t i = 0; i < m->model_count; i++)
 		model = model || strcmp(m->models[i], s->model) == 0;
 	if (!model) {
-		rc = bk__error_set(BK_EINCOMPAT, "wrong-model", "unit %s is a %s: not in the bundle",
-		                   bk_vunit_serial(fw->u), s->model);
+		rc =
+		    bk__error_set(BK_EINCOMPAT, "wrong-model", "unit %s is a %s: not in the bundle",
+		                  bk_vunit_serial(fw->u), s->model);
 		goto done;
 	}
 	if ((m->hw_rev_min && bk_fw_hw_rev_compare(s->hw_rev, m->hw_rev_min, &cmp) == 0 &&
@@ -445,7 +535,8 @@ static int hash_seek(bk_vfw *fw)
 		size_t want = (size_t)MIN64((uint64_t)sizeof(buf), fw->written - off);
 		ssize_t r = pread(fw->fd, buf, want, (off_t)off);
 		if (r <= 0)
-			return bk__error_errno(r < 0 ? errno : EIO, "slot %s: cannot read", fw->slot);
+			return bk__error_errno(r < 0 ? errno : EIO, "slot %s: cannot read",
+			                       fw->slot);
 		crypto_generichash_update(&fw->h, buf, (unsigned long long)r);
 		off += (uint64_t)r;
 	}
@@ -500,6 +591,7 @@ static int h_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 	if (fw->m && fw->fd >= 0 && fw->written != fw->synced)
 		sync_progress(fw);
 	transfer_end(fw);
+	fw->verified[0] = '\0';
 	if (man == NULL || sig == NULL)
 		return bk__error_set(BK_EINVALID, "bad-request",
 		                     "FW_BEGIN needs the manifest and its signature");
@@ -532,16 +624,18 @@ static int h_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 		/* The target slot is invalid before its first byte changes. */
 		rc = exec(db, "BEGIN IMMEDIATE", "begin");
 		if (rc == 0)
-			rc = run(db,
-			         "UPDATE slots SET state = 'empty', version = '', security_counter = 0,"
-			         " schema_min = 0, schema_max = 0 WHERE name = ?1",
-			         "t", fw->slot);
+			rc = run(
+			    db,
+			    "UPDATE slots SET state = 'empty', version = '', security_counter = 0,"
+			    " schema_min = 0, schema_max = 0 WHERE name = ?1",
+			    "t", fw->slot);
 		if (rc == 0)
 			rc = run(db, "DELETE FROM fw_slots WHERE name = ?1", "t", fw->slot);
 		if (rc == 0 && strcmp(s.trial, fw->slot) == 0)
 			rc = exec(db, "UPDATE fw_state SET trial_slot = '', attempts = 0", "begin");
 		if (rc == 0)
-			rc = run(db, "INSERT OR REPLACE INTO fw_staging VALUES (1, ?1, ?2, ?3, ?4, 0)",
+			rc = run(db,
+			         "INSERT OR REPLACE INTO fw_staging VALUES (1, ?1, ?2, ?3, ?4, 0)",
 			         "tbbi", fw->slot, man, man_len, sig, sig_len,
 			         (int64_t)manifest_total(m));
 		rc = end_tx(db, rc, "begin");
@@ -551,10 +645,11 @@ static int h_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 	fw->m = m;
 	m = NULL;
 	fw->total = manifest_total(fw->m);
-	fw->written = fw->synced = (uint64_t)written;
+	fw->written = fw->synced = fw->flushing = (uint64_t)written;
 	rc = open_image(fw, !resume);
 	if (rc == 0)
 		rc = hash_seek(fw);
+	fw->live_from = fw->cur;
 	if (rc == 0 && (reply->json = json_pack("{s:s, s:I, s:I}", "slot", fw->slot, "offset",
 	                                        (json_int_t)fw->written, "size",
 	                                        (json_int_t)fw->total)) == NULL)
@@ -574,7 +669,7 @@ static int sync_progress(bk_vfw *fw)
 	int rc = run(bk_vunit_db(fw->u), "UPDATE fw_staging SET written = ?1 WHERE id = 1", "i",
 	             (int64_t)fw->written);
 	if (rc == 0)
-		fw->synced = fw->written;
+		fw->synced = fw->flushing = fw->written;
 	return rc;
 }
 
@@ -601,7 +696,8 @@ static int h_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 	p += fw->written - off;
 	n -= (size_t)(fw->written - off);
 	off = fw->written;
-	rc = bk_vunit_step(u, "fw-write", (unsigned)((off + n) * 100 / (fw->total ? fw->total : 1)));
+	rc =
+	    bk_vunit_step(u, "fw-write", (unsigned)((off + n) * 100 / (fw->total ? fw->total : 1)));
 	if (rc)
 		return rc;
 	for (size_t done = 0; done < n;) {
@@ -609,7 +705,8 @@ static int h_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
-			return bk__error_errno(w < 0 ? errno : EIO, "slot %s: cannot write", fw->slot);
+			return bk__error_errno(w < 0 ? errno : EIO, "slot %s: cannot write",
+			                       fw->slot);
 		done += (size_t)w;
 	}
 	/* Each payload is checked as soon as its last byte is here. */
@@ -630,9 +727,10 @@ static int h_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 				    fw->synced > fw->written)
 					sync_progress(fw);
 				hash_seek(fw);
-				return bk__error_set(BK_EVERIFY, "payload-digest-mismatch",
-				                     "unit %s: payload %s does not match its digest",
-				                     bk_vunit_serial(u), pl->name);
+				return bk__error_set(
+				    BK_EVERIFY, "payload-digest-mismatch",
+				    "unit %s: payload %s does not match its digest",
+				    bk_vunit_serial(u), pl->name);
 			}
 			fw->cur++;
 			fw->cur_start = off;
@@ -642,6 +740,13 @@ static int h_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, 
 	fw->written = off;
 	if (fw->written == fw->total || fw->written - fw->synced >= SYNC_EVERY)
 		return sync_progress(fw);
+	/* Start the writeback early, so that the durable points and FW_FINISH
+	 * find little left to write. */
+	if (fw->written - fw->flushing >= SYNC_AHEAD) {
+		sync_file_range(fw->fd, (off_t)fw->flushing, (off_t)(fw->written - fw->flushing),
+		                SYNC_FILE_RANGE_WRITE);
+		fw->flushing = fw->written;
+	}
 	return 0;
 }
 
@@ -650,10 +755,9 @@ static int h_finish(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 	bk_vfw *fw = payload;
 	sqlite3 *db = bk_vunit_db(u);
 	sqlite3_stmt *st = NULL;
-	uint8_t buf[65536], d[BK_FW_DIGEST_LEN], whole[32];
-	char hex[65];
-	crypto_generichash_state h, hw;
+	uint8_t d[BK_FW_DIGEST_LEN];
 	bk_fw_manifest *m = NULL;
+	char *digest = NULL;
 	fw_state s;
 	uint64_t off = 0;
 	int rc;
@@ -663,17 +767,18 @@ static int h_finish(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 	if (fw->written != fw->total)
 		return bk__error_set(BK_EINVALID, "transfer-incomplete",
 		                     "FW_FINISH: the unit holds %llu of %llu bytes",
-		                     (unsigned long long)fw->written, (unsigned long long)fw->total);
+		                     (unsigned long long)fw->written,
+		                     (unsigned long long)fw->total);
 	rc = bk_vunit_step(u, "fw-finish", 0);
 	if (rc == 0)
 		rc = sync_progress(fw);
 	if (rc == 0)
 		rc = read_state(db, &s);
 	/* The signature again, from what the unit stored. */
-	if (rc == 0 && (sqlite3_prepare_v2(db,
-	                                   "SELECT manifest, signature FROM fw_staging WHERE id = 1",
-	                                   -1, &st, NULL) != SQLITE_OK ||
-	                sqlite3_step(st) != SQLITE_ROW))
+	if (rc == 0 &&
+	    (sqlite3_prepare_v2(db, "SELECT manifest, signature FROM fw_staging WHERE id = 1", -1,
+	                        &st, NULL) != SQLITE_OK ||
+	     sqlite3_step(st) != SQLITE_ROW))
 		rc = db_fail(db, "read the staging");
 	if (rc == 0)
 		rc = check_bundle(fw, &s, sqlite3_column_blob(st, 0),
@@ -683,33 +788,25 @@ static int h_finish(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 	st = NULL;
 	if (rc)
 		goto done;
-	/* Re-read the whole slot from storage. */
-	crypto_generichash_init(&hw, NULL, 0, sizeof(whole));
+	/* Every payload FW_WRITE hashed as it arrived, in order, in this
+	 * transfer is checked already; the others (complete before a resume)
+	 * are read back from storage and hashed now. */
 	for (size_t i = 0; rc == 0 && i < m->payload_count; i++) {
-		crypto_generichash_init(&h, NULL, 0, sizeof(d));
-		for (uint64_t left = m->payloads[i].size; left > 0;) {
-			ssize_t r = pread(fw->fd, buf, (size_t)MIN64((uint64_t)sizeof(buf), left),
-			                  (off_t)off);
-			if (r <= 0) {
-				rc = bk__error_errno(r < 0 ? errno : EIO, "slot %s: cannot read",
-				                     fw->slot);
-				break;
-			}
-			crypto_generichash_update(&h, buf, (unsigned long long)r);
-			crypto_generichash_update(&hw, buf, (unsigned long long)r);
-			left -= (uint64_t)r;
-			off += (uint64_t)r;
+		bool live = i >= fw->live_from && i < fw->cur;
+		if (!live) {
+			rc = hash_range(fw->fd, fw->slot, off, m->payloads[i].size, d, sizeof(d));
+			if (rc == 0 && sodium_memcmp(d, m->payloads[i].digest, sizeof(d)) != 0)
+				rc = bk__error_set(
+				    BK_EVERIFY, "payload-digest-mismatch",
+				    "unit %s: slot %s: payload %s does not match its digest",
+				    bk_vunit_serial(u), fw->slot, m->payloads[i].name);
 		}
-		crypto_generichash_final(&h, d, sizeof(d));
-		if (rc == 0 && sodium_memcmp(d, m->payloads[i].digest, sizeof(d)) != 0)
-			rc = bk__error_set(BK_EVERIFY, "payload-digest-mismatch",
-			                   "unit %s: slot %s: payload %s does not match its digest",
-			                   bk_vunit_serial(u), fw->slot, m->payloads[i].name);
+		off += m->payloads[i].size;
 	}
+	if (rc == 0 && (digest = slot_digest(m)) == NULL)
+		rc = BK_ENOMEM;
 	if (rc)
 		goto done;
-	crypto_generichash_final(&hw, whole, sizeof(whole));
-	bk_hex_encode(hex, whole, sizeof(whole));
 	/* The slot header last. */
 	rc = exec(db, "BEGIN IMMEDIATE", "finish");
 	if (rc == 0)
@@ -720,18 +817,41 @@ static int h_finish(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 		         m->schema_max);
 	if (rc == 0)
 		rc = run(db, "INSERT OR REPLACE INTO fw_slots VALUES (?1, ?2, ?3)", "tit", fw->slot,
-		         (int64_t)fw->total, hex);
+		         (int64_t)fw->total, digest);
 	if (rc == 0)
 		rc = exec(db, "DELETE FROM fw_staging", "finish");
 	rc = end_tx(db, rc, "finish");
 	if (rc == 0 && (reply->json = json_pack("{s:s, s:s, s:I}", "slot", fw->slot, "version",
 	                                        m->version, "size", (json_int_t)fw->total)) == NULL)
 		rc = bk__error_oom();
-	if (rc == 0)
+	if (rc == 0) {
+		if (fstat(fw->fd, &fw->verified_st) == 0)
+			bk_strlcpy(fw->verified, fw->slot, sizeof(fw->verified));
 		transfer_end(fw);
+	}
 done:
+	bk__free(digest);
 	bk_fw__manifest_free(m);
 	return rc;
+}
+
+/* The slot FW_FINISH verified in this power cycle, its image unchanged. */
+static bool verified_now(bk_vfw *fw, const char *slot)
+{
+	struct stat sb;
+	char *p;
+	bool same = false;
+	if (strcmp(fw->verified, slot) != 0 || (p = slot_path(fw, slot)) == NULL)
+		return false;
+	if (stat(p, &sb) == 0)
+		same = sb.st_dev == fw->verified_st.st_dev && sb.st_ino == fw->verified_st.st_ino &&
+		       sb.st_size == fw->verified_st.st_size &&
+		       sb.st_mtim.tv_sec == fw->verified_st.st_mtim.tv_sec &&
+		       sb.st_mtim.tv_nsec == fw->verified_st.st_mtim.tv_nsec &&
+		       sb.st_ctim.tv_sec == fw->verified_st.st_ctim.tv_sec &&
+		       sb.st_ctim.tv_nsec == fw->verified_st.st_ctim.tv_nsec;
+	bk__free(p);
+	return same;
 }
 
 static int h_activate(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, void *payload)
@@ -745,9 +865,11 @@ static int h_activate(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *repl
 		return rc;
 	const char *slot = other_slot(s.running);
 	if (want && strcmp(want, slot) != 0)
-		return bk__error_set(BK_EINVALID, "bad-slot", "unit %s: slot %s cannot be activated",
-		                     bk_vunit_serial(u), want);
-	rc = slot_check(fw, slot);
+		return bk__error_set(BK_EINVALID, "bad-slot",
+		                     "unit %s: slot %s cannot be activated", bk_vunit_serial(u),
+		                     want);
+	/* Verified by FW_FINISH in this power cycle, or hashed again now. */
+	rc = verified_now(fw, slot) ? 0 : slot_check(fw, slot);
 	if (rc)
 		return bk__error_prefix(rc, "unit %s", bk_vunit_serial(u));
 	rc = bk_vunit_step(u, "fw-activate", 0);
@@ -761,8 +883,7 @@ static int h_activate(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *repl
 		rc = exec(db, "COMMIT", "activate");
 	else
 		exec(db, "ROLLBACK", "activate");
-	if (rc == 0 && (reply->json = json_pack("{s:s, s:i}", "slot", slot, "attempts", 1)) ==
-	                   NULL)
+	if (rc == 0 && (reply->json = json_pack("{s:s, s:i}", "slot", slot, "attempts", 1)) == NULL)
 		rc = bk__error_oom();
 	return rc;
 }
@@ -776,6 +897,7 @@ static int h_reboot(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 	if (rc)
 		return rc;
 	transfer_end(fw);
+	fw->verified[0] = '\0';
 	pthread_mutex_lock(&fw->lock);
 	fw->reboot_pending = true;
 	clock_gettime(CLOCK_MONOTONIC, &fw->boot_until);
@@ -790,8 +912,7 @@ static int h_reboot(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
 	return 0;
 }
 
-static int h_boot_status(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply,
-                         void *payload)
+static int h_boot_status(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, void *payload)
 {
 	BK_UNUSED(req);
 	BK_UNUSED(payload);

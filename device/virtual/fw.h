@@ -5,13 +5,17 @@
  * security counter, schemas, state) in unit.db. The install sequence:
  * FW_BEGIN marks the target (inactive) slot invalid before any byte is
  * written; FW_WRITE checks each chunk (in order, in range, and every
- * payload's BLAKE2b-512 as soon as it is complete) and makes progress
- * durable every few MiB; FW_FINISH re-reads and re-hashes the whole slot,
- * checks the signature again and only then writes the slot header;
- * FW_ACTIVATE arms the slot for one boot (an attempt counter); the boot
- * sequence spends an attempt, runs the health check and marks the slot good
- * (then advances the stored security counter), or falls back to the old slot
- * once the attempts are spent. Every state change is a SQLite transaction or
+ * payload's BLAKE2b-512, hashed as the bytes arrive, as soon as it is
+ * complete) and makes progress durable every few MiB; FW_FINISH makes the
+ * image durable, checks the signature again, re-reads and re-hashes the
+ * payloads it did not hash as they arrived (those complete before a resume)
+ * and only then writes the slot header (each payload's size and digest);
+ * FW_ACTIVATE checks the slot against its header (unless FW_FINISH checked
+ * it in this power cycle and the image file is untouched since) and arms it
+ * for one boot (an attempt counter); the boot sequence spends an attempt,
+ * runs the health check (the image hashed against its header) and marks the
+ * slot good (then advances the stored security counter), or falls back to
+ * the old slot once the attempts are spent. Every state change is a SQLite transaction or
  * an fsync'd file, so a power loss at any step leaves a bootable unit. */
 #ifndef BK_VDEV_FW_H
 #define BK_VDEV_FW_H

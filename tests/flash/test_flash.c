@@ -175,8 +175,8 @@ static void unit_slots(rig *r, char running[8], char state_b[16], char version_b
 	json_decref(info);
 	sqlite3_stmt *st = NULL;
 	*counter = -1;
-	if (sqlite3_prepare_v2(bk_vunit_db(r->u), "SELECT security_counter FROM fw_state", -1,
-	                       &st, NULL) == SQLITE_OK &&
+	if (sqlite3_prepare_v2(bk_vunit_db(r->u), "SELECT security_counter FROM fw_state", -1, &st,
+	                       NULL) == SQLITE_OK &&
 	    sqlite3_step(st) == SQLITE_ROW)
 		*counter = sqlite3_column_int64(st, 0);
 	sqlite3_finalize(st);
@@ -296,18 +296,42 @@ static void test_refusals(void)
 		int code, unit_code;
 		const char *reason, *unit_reason;
 	} cases[] = {
-	    {{"tp.aifw", NULL, NULL, NULL, 2}, 1, BK_EVERIFY, BK_EVERIFY, "payload-digest-mismatch",
+	    {{"tp.aifw", NULL, NULL, NULL, 2},
+	     1,
+	     BK_EVERIFY,
+	     BK_EVERIFY,
+	     "payload-digest-mismatch",
 	     "payload-digest-mismatch"},
-	    {{"tm.aifw", NULL, NULL, NULL, 2}, 2, BK_EVERIFY, BK_EVERIFY, "bad-signature",
+	    {{"tm.aifw", NULL, NULL, NULL, 2},
+	     2,
+	     BK_EVERIFY,
+	     BK_EVERIFY,
+	     "bad-signature",
 	     "bad-signature"},
-	    {{"uk.aifw", NULL, key, NULL, 2}, 0, BK_EVERIFY, BK_EVERIFY, "unknown-key",
+	    {{"uk.aifw", NULL, key, NULL, 2},
+	     0,
+	     BK_EVERIFY,
+	     BK_EVERIFY,
+	     "unknown-key",
 	     "unknown-key"},
-	    {{"rk.aifw", NULL, NULL, NULL, 2}, 3, BK_EVERIFY, BK_EVERIFY, "key-revoked",
+	    {{"rk.aifw", NULL, NULL, NULL, 2},
+	     3,
+	     BK_EVERIFY,
+	     BK_EVERIFY,
+	     "key-revoked",
 	     "key-revoked"},
-	    {{"wm.aifw", "ERS-2000", NULL, NULL, 2}, 0, BK_EINCOMPAT, BK_EINCOMPAT, "wrong-model",
+	    {{"wm.aifw", "ERS-2000", NULL, NULL, 2},
+	     0,
+	     BK_EINCOMPAT,
+	     BK_EINCOMPAT,
+	     "wrong-model",
 	     "wrong-model"},
-	    {{"oc.aifw", NULL, NULL, NULL, 0}, 0, BK_EINCOMPAT, BK_EINCOMPAT,
-	     "security-counter-rollback", "security-counter-rollback"},
+	    {{"oc.aifw", NULL, NULL, NULL, 0},
+	     0,
+	     BK_EINCOMPAT,
+	     BK_EINCOMPAT,
+	     "security-counter-rollback",
+	     "security-counter-rollback"},
 	};
 	for (size_t i = 0; i < BK_ARRAY_LEN(cases); i++) {
 		const char *revoked[] = {r.fw_id, NULL};
@@ -425,7 +449,8 @@ static void power_loss_case(const char *fault, int n)
 	int rc = flash_path(&r, path, &o);
 	CHECK(rc == BK_EDISCONNECTED || rc == BK_ETIMEOUT);
 	if (rc != BK_EDISCONNECTED && rc != BK_ETIMEOUT)
-		fprintf(stderr, "  %s: flash returned %d (%s)\n", fault, rc, bk_error_last()->message);
+		fprintf(stderr, "  %s: flash returned %d (%s)\n", fault, rc,
+		        bk_error_last()->message);
 	CHECK_EQ(rig_down(&r), BK_EDISCONNECTED);
 	CHECK_STR(bk_error_last()->reason, "power-loss");
 	/* Power back: a valid slot runs. */
@@ -445,7 +470,9 @@ static void power_loss_case(const char *fault, int n)
 static void test_power_loss(void)
 {
 	static const char *const quick[] = {
-	    "power-loss=fw_write:50", "power-loss=fw-finish", "power-loss=fw_activate",
+	    "power-loss=fw_write:50",
+	    "power-loss=fw-finish",
+	    "power-loss=fw_activate",
 	    "power-loss=boot",
 	};
 	int n = 0;
@@ -485,6 +512,91 @@ static void test_power_loss_before_reboot(void)
 	CHECK_EQ(rig_down(&r), 0);
 }
 
+/* What a progress callback does to a file when a step begins. */
+typedef struct meddle {
+	const char *step; /* the step that triggers it */
+	const char *path; /* the file */
+	long at;          /* byte to flip; -1: only touch the file (a new mtime) */
+	int done;
+} meddle;
+
+static int meddle_cb(const bk_progress *p, void *payload)
+{
+	meddle *m = payload;
+	if (m->done || strcmp(p->step, m->step) != 0)
+		return 0;
+	m->done = 1;
+	FILE *f = fopen(m->path, "r+b");
+	if (f == NULL)
+		return 0;
+	int c = 0;
+	if (m->at >= 0 && fseek(f, m->at, SEEK_SET) == 0 && (c = fgetc(f)) != EOF &&
+	    fseek(f, m->at, SEEK_SET) == 0)
+		fputc(c ^ 0x5a, f);
+	else if (m->at < 0 && (c = fgetc(f)) != EOF && fseek(f, 0, SEEK_SET) == 0)
+		fputc(c, f); /* the same byte: only the file's times change */
+	fclose(f);
+	return 0;
+}
+
+/* The bundle sent is the bundle verified: a file touched after the check
+ * is refused before a byte goes out. */
+static void test_bundle_changed(void)
+{
+	rig r;
+	char path[700], run[8], sb[16], vb[16];
+	long long ctr;
+	bk_fw_flash_opts o;
+	bk_fw_flash_result res;
+	REQUIRE_OK(rig_up(&r, "changed", "FL-CH"));
+	bundle_spec s = {"ch.aifw", NULL, NULL, "4.0.0", 2};
+	REQUIRE_OK(make_bundle(&r, &s, path, sizeof(path)));
+	meddle m = {"write", path, -1, 0};
+	flash_opts(&r, &o, &res);
+	o.progress = meddle_cb;
+	o.progress_payload = &m;
+	CHECK_EQ(flash_path(&r, path, &o), BK_EVERIFY);
+	CHECK_STR(bk_error_last()->reason, "bundle-changed");
+	CHECK_EQ(m.done, 1);
+	CHECK_EQ(res.sent, 0u);
+	unit_slots(&r, run, sb, vb, &ctr);
+	CHECK_STR(run, "A");
+	/* Unchanged since: it installs. */
+	o.progress = NULL;
+	CHECK_OK(flash_path(&r, path, &o));
+	CHECK_STR(res.running_slot, "B");
+	CHECK_EQ(rig_down(&r), 0);
+}
+
+/* The image checked by FW_FINISH is checked again by the boot: a slot
+ * damaged between the activation and the reboot never runs. */
+static void test_slot_damaged_before_boot(void)
+{
+	rig r;
+	char path[700], img[700], run[8], sb[16], vb[16];
+	long long ctr;
+	bk_fw_flash_opts o;
+	bk_fw_flash_result res;
+	REQUIRE_OK(rig_up(&r, "damaged", "FL-DM"));
+	bundle_spec s = {"dm.aifw", NULL, NULL, "4.0.0", 2};
+	REQUIRE_OK(make_bundle(&r, &s, path, sizeof(path)));
+	snprintf(img, sizeof(img), "%s/%s/B.img", r.dir, BK_VFW_SLOTS_DIR);
+	/* A byte of the second payload (kernel.img). */
+	meddle m = {"reboot", img, IMAGE_A + IMAGE_B / 3, 0};
+	flash_opts(&r, &o, &res);
+	o.progress = meddle_cb;
+	o.progress_payload = &m;
+	CHECK_EQ(flash_path(&r, path, &o), BK_EROLLBACK);
+	CHECK_EQ(m.done, 1);
+	CHECK_STR(res.running_slot, "A");
+	CHECK_STR(res.boot_result, "rolled-back");
+	unit_slots(&r, run, sb, vb, &ctr);
+	CHECK_STR(run, "A");
+	CHECK_EQ(ctr, 1);
+	CHECK_EQ(rig_down(&r), 0);
+}
+
 BK_RUN_TESTS(BK_TEST(test_flash_ok), BK_TEST(test_refusals), BK_TEST(test_boot_fail),
              BK_TEST(test_disconnect_resume), BK_TEST(test_power_loss),
-             BK_TEST(test_power_loss_before_reboot))
+             BK_TEST(test_power_loss_before_reboot), BK_TEST(test_bundle_changed),
+             BK_TEST(test_slot_damaged_before_boot))
