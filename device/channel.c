@@ -8,7 +8,11 @@
 #include "crypto/noise.h"
 #include "device/channel.h"
 
-#define FRAME_BUF (BK_FRAME_MAX)
+/* A Noise message with its length header. */
+#define FRAME_BUF (BK_FRAME_HEADER_LEN + BK_FRAME_MAX)
+/* The receive buffer: several frames, so that one read of the transport
+ * usually brings in more than one frame. */
+#define RX_BUF (4 * FRAME_BUF)
 /* Largest handshake payload accepted (a certificate). */
 #define PAYLOAD_MAX (BK_CERT_MAX)
 /* How long a refusal may take to send. */
@@ -26,11 +30,15 @@ struct bk_channel {
 	uint64_t corrupt_frame;
 	bool *corrupted;
 	bool broken;
-	uint8_t rx_hdr[BK_FRAME_HEADER_LEN];
-	size_t rx_have; /* bytes of the current frame read, header included */
-	size_t rx_len;  /* its payload length once the header is in */
-	uint8_t *buf;   /* frames received (DATA bytes are borrowed from it) */
-	uint8_t *sbuf;  /* frames sent */
+	/* Received bytes: rbuf[rpos, rend) are read from the transport and not
+	 * yet handed out; the last frame handed out lies before rpos and stays
+	 * in place until the next receive (DATA bytes are borrowed from it). */
+	uint8_t *rbuf;
+	size_t rpos;
+	size_t rend;
+	/* The frame being sent: the length header, then the Noise message
+	 * (encrypted in place). */
+	uint8_t *sbuf;
 };
 
 static int64_t check_time(const bk_channel_cfg *cfg)
@@ -38,37 +46,56 @@ static int64_t check_time(const bk_channel_cfg *cfg)
 	return cfg->now ? cfg->now : (int64_t)time(NULL);
 }
 
-/* Sends one frame, flipping a byte when the corrupt-frame hook says so. */
-static int send_frame(bk_channel *ch, uint8_t *data, size_t len, bk_deadline d)
+/* Sends the frame of `len` Noise message bytes at ch->sbuf + header:
+ * header and message in one write. Flips a byte of the message when the
+ * corrupt-frame hook says so. */
+static int send_frame(bk_channel *ch, size_t len, bk_deadline d)
 {
+	uint8_t *msg = ch->sbuf + BK_FRAME_HEADER_LEN;
 	ch->frames_sent++;
 	if (ch->corrupt_frame && ch->frames_sent == ch->corrupt_frame && len > 0) {
-		data[len / 2] ^= 0x40;
+		msg[len / 2] ^= 0x40;
 		if (ch->corrupted)
 			*ch->corrupted = true;
 	}
-	int rc = bk_frame_write(ch->transport, data, len, d);
+	bk_put_u16be(ch->sbuf, (uint16_t)len);
+	int rc = bk_stream_write(ch->transport, ch->sbuf, BK_FRAME_HEADER_LEN + len, d);
 	if (rc)
 		ch->broken = true;
 	return rc;
 }
 
-/* Reads one frame into ch->buf. A frame read in part when the deadline
- * passes is kept and completed by the next call, so a timeout does not put
- * the stream out of step. */
-static int recv_frame(bk_channel *ch, size_t *out_len, bk_deadline d)
+/* Hands out the next frame: *out points at its Noise message (inside
+ * ch->rbuf, valid until the next call). Reads the transport in large pieces,
+ * so a burst of frames costs few reads. A frame read in part when the
+ * deadline passes is kept and completed by the next call, so a timeout does
+ * not put the stream out of step. */
+static int recv_frame(bk_channel *ch, uint8_t **out, size_t *out_len, bk_deadline d)
 {
-	while (ch->rx_have < BK_FRAME_HEADER_LEN + ch->rx_len) {
-		uint8_t *dst;
-		size_t left, n = 0;
-		if (ch->rx_have < BK_FRAME_HEADER_LEN) {
-			dst = ch->rx_hdr + ch->rx_have;
-			left = BK_FRAME_HEADER_LEN - ch->rx_have;
+	for (;;) {
+		size_t have = ch->rend - ch->rpos;
+		size_t need = BK_FRAME_HEADER_LEN;
+		if (have >= BK_FRAME_HEADER_LEN) {
+			need += bk_get_u16be(ch->rbuf + ch->rpos);
+			if (have >= need) {
+				*out = ch->rbuf + ch->rpos + BK_FRAME_HEADER_LEN;
+				*out_len = need - BK_FRAME_HEADER_LEN;
+				ch->rpos += need;
+				ch->frames_recv++;
+				return 0;
+			}
 		} else {
-			dst = ch->buf + (ch->rx_have - BK_FRAME_HEADER_LEN);
-			left = BK_FRAME_HEADER_LEN + ch->rx_len - ch->rx_have;
+			need = FRAME_BUF; /* the length is not in yet: make room for any frame */
 		}
-		int rc = bk_stream_read(ch->transport, dst, left, &n, d);
+		if (ch->rpos + need > RX_BUF) {
+			/* The frame would run past the end: move its start to the front. */
+			memmove(ch->rbuf, ch->rbuf + ch->rpos, have);
+			ch->rpos = 0;
+			ch->rend = have;
+		}
+		size_t n = 0;
+		int rc =
+		    bk_stream_read(ch->transport, ch->rbuf + ch->rend, RX_BUF - ch->rend, &n, d);
 		if (rc) {
 			if (rc != BK_ETIMEOUT)
 				ch->broken = true;
@@ -76,21 +103,14 @@ static int recv_frame(bk_channel *ch, size_t *out_len, bk_deadline d)
 		}
 		if (n == 0) {
 			ch->broken = true;
-			if (ch->rx_have == 0)
+			if (have == 0)
 				return bk__error_set(BK_EDISCONNECTED, "closed",
 				                     "the peer closed the connection");
 			return bk__error_set(BK_EDISCONNECTED, "frame-truncated",
 			                     "the peer closed the connection inside a frame");
 		}
-		ch->rx_have += n;
-		if (ch->rx_have == BK_FRAME_HEADER_LEN)
-			ch->rx_len = bk_get_u16be(ch->rx_hdr);
+		ch->rend += n;
 	}
-	*out_len = ch->rx_len;
-	ch->rx_have = 0;
-	ch->rx_len = 0;
-	ch->frames_recv++;
-	return 0;
 }
 
 static int new_channel(bk_channel **out, bk_stream *transport, int own, const bk_channel_cfg *cfg)
@@ -98,10 +118,10 @@ static int new_channel(bk_channel **out, bk_stream *transport, int own, const bk
 	bk_channel *ch = bk__calloc(1, sizeof(*ch));
 	if (ch == NULL)
 		return BK_ENOMEM;
-	ch->buf = bk__malloc(FRAME_BUF);
-	ch->sbuf = ch->buf ? bk__malloc(FRAME_BUF) : NULL;
+	ch->rbuf = bk__malloc(RX_BUF);
+	ch->sbuf = ch->rbuf ? bk__malloc(FRAME_BUF) : NULL;
 	if (ch->sbuf == NULL) {
-		bk__free(ch->buf);
+		bk__free(ch->rbuf);
 		bk__free(ch);
 		return BK_ENOMEM;
 	}
@@ -208,9 +228,10 @@ static int write_hs(bk_channel *ch, bk_noise_handshake *hs, const uint8_t *paylo
                     bk_deadline d)
 {
 	size_t n = 0;
-	int rc = bk_noise_handshake_write_message(hs, payload, len, ch->sbuf, FRAME_BUF, &n);
+	int rc = bk_noise_handshake_write_message(hs, payload, len, ch->sbuf + BK_FRAME_HEADER_LEN,
+	                                          BK_FRAME_MAX, &n);
 	if (rc == 0)
-		rc = send_frame(ch, ch->sbuf, n, d);
+		rc = send_frame(ch, n, d);
 	return rc;
 }
 
@@ -218,8 +239,9 @@ static int write_hs(bk_channel *ch, bk_noise_handshake *hs, const uint8_t *paylo
 static int read_hs(bk_channel *ch, bk_noise_handshake *hs, int msgno, const char *peer,
                    uint8_t *payload, size_t *plen, bk_deadline d)
 {
+	uint8_t *msg = NULL;
 	size_t n = 0;
-	int rc = recv_frame(ch, &n, d);
+	int rc = recv_frame(ch, &msg, &n, d);
 	if (rc) {
 		if (rc == BK_EDISCONNECTED)
 			return bk__error_set(
@@ -227,7 +249,7 @@ static int read_hs(bk_channel *ch, bk_noise_handshake *hs, int msgno, const char
 			    "the %s hung up during the handshake (before message %d)", peer, msgno);
 		return bk__error_prefix(rc, "handshake message %d", msgno);
 	}
-	rc = bk_noise_handshake_read_message(hs, ch->buf, n, payload, PAYLOAD_MAX, plen);
+	rc = bk_noise_handshake_read_message(hs, msg, n, payload, PAYLOAD_MAX, plen);
 	return rc ? handshake_garbage(rc, msgno, peer) : 0;
 }
 
@@ -387,11 +409,12 @@ int bk_channel_send(bk_channel *ch, const bk_proto_msg *m, bk_deadline d)
 	if (ch->broken)
 		return bk__error_set(BK_EDISCONNECTED, "not-connected",
 		                     "the connection to the peer was lost earlier");
-	rc = bk_proto_msg_encode(ch->sbuf, BK_PROTO_MSG_MAX, &n, m);
+	uint8_t *msg = ch->sbuf + BK_FRAME_HEADER_LEN;
+	rc = bk_proto_msg_encode(msg, BK_PROTO_MSG_MAX, &n, m);
 	if (rc == 0)
-		rc = bk_noise_cipher_encrypt(ch->send, NULL, 0, ch->sbuf, n, ch->sbuf);
+		rc = bk_noise_cipher_encrypt(ch->send, NULL, 0, msg, n, msg);
 	if (rc == 0)
-		rc = send_frame(ch, ch->sbuf, n + BK_NOISE_TAG_LEN, d);
+		rc = send_frame(ch, n + BK_NOISE_TAG_LEN, d);
 	if (rc == BK_ETIMEOUT)
 		ch->broken = true; /* a partly written frame puts the stream out of step */
 	return rc;
@@ -399,6 +422,7 @@ int bk_channel_send(bk_channel *ch, const bk_proto_msg *m, bk_deadline d)
 
 int bk_channel_recv(bk_channel *ch, bk_proto_msg *out, bk_deadline d)
 {
+	uint8_t *msg = NULL;
 	size_t n = 0;
 	int rc;
 	memset(out, 0, sizeof(*out));
@@ -407,10 +431,10 @@ int bk_channel_recv(bk_channel *ch, bk_proto_msg *out, bk_deadline d)
 	if (ch->broken)
 		return bk__error_set(BK_EDISCONNECTED, "not-connected",
 		                     "the connection to the peer was lost earlier");
-	rc = recv_frame(ch, &n, d);
+	rc = recv_frame(ch, &msg, &n, d);
 	if (rc)
 		return rc;
-	rc = bk_noise_cipher_decrypt(ch->recv, NULL, 0, ch->buf, n, ch->buf);
+	rc = bk_noise_cipher_decrypt(ch->recv, NULL, 0, msg, n, msg);
 	if (rc) {
 		ch->broken = true;
 		return bk__error_set(BK_EDISCONNECTED, "frame-auth",
@@ -418,7 +442,7 @@ int bk_channel_recv(bk_channel *ch, bk_proto_msg *out, bk_deadline d)
 		                     "connection dropped",
 		                     (unsigned long long)ch->frames_recv);
 	}
-	return bk_proto_msg_decode(out, ch->buf, n - BK_NOISE_TAG_LEN);
+	return bk_proto_msg_decode(out, msg, n - BK_NOISE_TAG_LEN);
 }
 
 void bk_channel_refuse(bk_channel *ch, int code, const char *reason, const char *message)
@@ -463,9 +487,11 @@ void bk_channel_free(bk_channel *ch)
 	bk_cert_free(ch->peer);
 	if (ch->own)
 		bk_stream_free(ch->transport);
-	sodium_memzero(ch->buf, FRAME_BUF);
-	bk__free(ch->buf);
-	sodium_memzero(ch->sbuf, FRAME_BUF);
+	if (ch->rbuf)
+		sodium_memzero(ch->rbuf, RX_BUF);
+	bk__free(ch->rbuf);
+	if (ch->sbuf)
+		sodium_memzero(ch->sbuf, FRAME_BUF);
 	bk__free(ch->sbuf);
 	sodium_memzero(ch->hash, sizeof(ch->hash));
 	bk__free(ch);

@@ -24,7 +24,12 @@
  *
  * After the handshake every frame is one Noise transport message holding one
  * bk_proto_msg. A frame that fails authentication ends the channel:
- * BK_EDISCONNECTED "frame-auth". A channel is used from one thread at a time. */
+ * BK_EDISCONNECTED "frame-auth". A channel is used from one thread at a time.
+ *
+ * The channel reads its transport ahead, in pieces of several frames, and
+ * writes each frame (length and message) with one write: once a transport
+ * carries a channel, every read of it goes through the channel (the one
+ * exception, bk_channel_linger, only discards). */
 #ifndef BK_DEVICE_CHANNEL_H
 #define BK_DEVICE_CHANNEL_H
 

@@ -1,4 +1,4 @@
-/* Device URIs, socket transports, framing and the message codec. */
+/* Device URIs, socket transports, framing, the message codec and the channel's framing. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -7,10 +7,14 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "testlib.h"
 
+#include "crypto/cert.h"
+#include "crypto/minisign.h"
+#include "device/channel.h"
 #include "device/device_internal.h"
 
 static uint8_t pattern(size_t i)
@@ -993,10 +997,283 @@ static void alloc_failures(void)
 	}
 }
 
+/* --- The channel's framing: read-ahead, partial frames, ends of stream --- */
+
+/* Two CAs, a unit and a terminal, certified. */
+typedef struct lab {
+	bk_minisign_seckey *factory_sk, *service_sk;
+	bk_minisign_pubkey factory_pk, service_pk;
+	bk_keyfile *unit_keys, *term_keys;
+	bk_cert *unit_cert, *term_cert;
+} lab;
+
+static int lab_party(lab *l, bk_cert_role role)
+{
+	bool unit = role == BK_CERT_ROLE_UNIT;
+	bk_keyfile **keys = unit ? &l->unit_keys : &l->term_keys;
+	bk_cert_params c;
+	int rc = bk_keyfile_generate(keys, unit);
+	if (rc)
+		return rc;
+	memset(&c, 0, sizeof(c));
+	c.role = role;
+	c.noise_key = bk_keyfile_noise_public(*keys);
+	c.ed25519_key = bk_keyfile_ed25519_public(*keys);
+	c.not_before = (int64_t)time(NULL) - 60;
+	c.not_after = (int64_t)time(NULL) + 3600;
+	if (unit) {
+		c.serial = "WIRE-1";
+		c.model = "ERS-1000";
+		c.hw_revision = "1";
+		c.age_key = bk_keyfile_age_public(*keys);
+		return bk_cert_issue(&l->unit_cert, &c, l->factory_sk);
+	}
+	c.terminal_id = "wire-terminal";
+	return bk_cert_issue(&l->term_cert, &c, l->service_sk);
+}
+
+static int lab_new(lab *l)
+{
+	int rc;
+	memset(l, 0, sizeof(*l));
+	if ((rc = bk_minisign_keygen(&l->factory_sk)) || (rc = bk_minisign_keygen(&l->service_sk)))
+		return rc;
+	bk_minisign_seckey_pubkey(l->factory_sk, &l->factory_pk);
+	bk_minisign_seckey_pubkey(l->service_sk, &l->service_pk);
+	if ((rc = lab_party(l, BK_CERT_ROLE_UNIT)) || (rc = lab_party(l, BK_CERT_ROLE_TERMINAL)))
+		return rc;
+	return 0;
+}
+
+static void lab_free(lab *l)
+{
+	bk_keyfile_free(l->unit_keys);
+	bk_keyfile_free(l->term_keys);
+	bk_cert_free(l->unit_cert);
+	bk_cert_free(l->term_cert);
+	bk_minisign_seckey_free(l->factory_sk);
+	bk_minisign_seckey_free(l->service_sk);
+}
+
+/* A filter that hands out at most `piece` bytes per read and times out on
+ * every third read without reading: frames arrive in scraps, with
+ * deadlines passing in the middle of them. */
+typedef struct trickle {
+	bk_stream base;
+	size_t piece;
+	unsigned calls;
+	bool armed; /* time out now and then (set once the handshake is done) */
+} trickle;
+
+static int trickle_read(bk_stream *s, void *buf, size_t len, size_t *out_n, bk_deadline d)
+{
+	trickle *t = (trickle *)s;
+	*out_n = 0;
+	if (t->armed && ++t->calls % 3 == 0)
+		return bk__error_set(BK_ETIMEOUT, "timeout", "trickle: timed out");
+	return bk_stream_read(s->next, buf, len < t->piece ? len : t->piece, out_n, d);
+}
+
+static int trickle_write(bk_stream *s, const void *buf, size_t len, bk_deadline d)
+{
+	return bk_stream_write(s->next, buf, len, d);
+}
+
+static void trickle_release(bk_stream *s)
+{
+	free(s);
+}
+
+static const bk_stream_ops trickle_ops = {
+	.version = BK_STREAM_OPS_VERSION,
+	.name = "trickle",
+	.read = trickle_read,
+	.write = trickle_write,
+	.release = trickle_release,
+};
+
+static bk_stream *trickle_new(bk_stream *next, size_t piece)
+{
+	trickle *t = calloc(1, sizeof(*t));
+	t->base.ops = &trickle_ops;
+	t->base.next = next;
+	t->base.owns_next = 1;
+	t->piece = piece;
+	return &t->base;
+}
+
+/* The messages the terminal sends: DATA of many sizes, full-size ones
+ * included, with a PING now and then. */
+#define CH_MSGS 48
+
+static size_t ch_msg_size(int i)
+{
+	static const size_t sizes[] = {0, 1, 13, 4000, BK_PROTO_DATA_MAX, 65000, 777, 2};
+	return sizes[i % 8];
+}
+
+static bool ch_msg_is_ping(int i)
+{
+	return i % 5 == 4;
+}
+
+typedef struct ch_job {
+	lab *lab;
+	bk_stream *transport;
+	trickle *trickle; /* the filter on `transport`, or NULL */
+	int rc;
+	int received;  /* messages that arrived intact */
+	int timeouts;  /* BK_ETIMEOUT seen by the receiver */
+	int end_rc;    /* what the receive after the last message said */
+	char end_reason[64];
+} ch_job;
+
+/* The unit: accepts, receives CH_MSGS messages (retrying after timeouts),
+ * checks each, answers OK, then reads once more to see how the stream ends. */
+static void *ch_unit(void *arg)
+{
+	ch_job *j = arg;
+	bk_channel *ch = NULL;
+	bk_channel_cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.noise_secret = bk_keyfile_noise_secret(j->lab->unit_keys);
+	cfg.cert = j->lab->unit_cert;
+	cfg.cas = &j->lab->service_pk;
+	cfg.ncas = 1;
+	j->rc = bk_channel_accept(&ch, j->transport, 1, &cfg, bk_deadline_in(20000));
+	if (j->rc)
+		return NULL;
+	if (j->trickle)
+		j->trickle->armed = true;
+	for (int i = 0; i < CH_MSGS;) {
+		bk_proto_msg m;
+		int rc = bk_channel_recv(ch, &m, bk_deadline_in(20000));
+		if (rc == BK_ETIMEOUT) {
+			j->timeouts++;
+			continue;
+		}
+		if (rc) {
+			j->rc = rc;
+			break;
+		}
+		bool ok = m.id == (uint32_t)i + 1;
+		if (ch_msg_is_ping(i)) {
+			json_t *n = json_object_get(m.json, "n");
+			ok = ok && m.type == BK_MSG_PING && json_integer_value(n) == i;
+		} else {
+			size_t len = ch_msg_size(i);
+			ok = ok && m.type == BK_MSG_DATA && m.offset == (uint64_t)i << 20 &&
+			     m.data_len == len;
+			for (size_t k = 0; ok && k < len; k++)
+				ok = m.data[k] == pattern(k + (size_t)i);
+		}
+		bk_proto_msg_clear(&m);
+		if (ok)
+			j->received++;
+		i++;
+	}
+	if (j->rc == 0) {
+		bk_proto_msg ok = {.type = BK_MSG_OK, .id = 99};
+		j->rc = bk_channel_send(ch, &ok, bk_deadline_in(20000));
+	}
+	for (;;) {
+		bk_proto_msg m;
+		j->end_rc = bk_channel_recv(ch, &m, bk_deadline_in(20000));
+		bk_proto_msg_clear(&m);
+		if (j->end_rc != BK_ETIMEOUT)
+			break;
+	}
+	bk_strlcpy(j->end_reason, bk_error_last()->reason ? bk_error_last()->reason : "",
+		   sizeof(j->end_reason));
+	bk_channel_free(ch);
+	return NULL;
+}
+
+/* The terminal side of one run: `piece` 0 reads the unit's transport as it
+ * is, else in scraps of that size with timeouts between them. With
+ * `cut_mid_frame`, the terminal ends with 3 bytes of a frame before hanging
+ * up. */
+static void channel_run(size_t piece, bool cut_mid_frame)
+{
+	lab l;
+	bk_stream *a = NULL, *b = NULL;
+	bk_channel *ch = NULL;
+	pthread_t t;
+	ch_job j;
+	uint8_t *data = pattern_buf(BK_PROTO_DATA_MAX + CH_MSGS);
+	REQUIRE_OK(lab_new(&l));
+	REQUIRE_OK(bk_transport_pair_new(&a, &b));
+	memset(&j, 0, sizeof(j));
+	j.lab = &l;
+	j.transport = piece ? trickle_new(b, piece) : b;
+	j.trickle = piece ? (trickle *)j.transport : NULL;
+	pthread_create(&t, NULL, ch_unit, &j);
+	bk_channel_cfg cfg;
+	memset(&cfg, 0, sizeof(cfg));
+	cfg.noise_secret = bk_keyfile_noise_secret(l.term_keys);
+	cfg.cert = l.term_cert;
+	cfg.cas = &l.factory_pk;
+	cfg.ncas = 1;
+	CHECK_OK(bk_channel_connect(&ch, a, 0, &cfg, bk_deadline_in(20000)));
+	for (int i = 0; ch && i < CH_MSGS; i++) {
+		bk_proto_msg m = {.id = (uint32_t)i + 1};
+		if (ch_msg_is_ping(i)) {
+			m.type = BK_MSG_PING;
+			m.json = json_pack("{s:i}", "n", i);
+		} else {
+			m.type = BK_MSG_DATA;
+			m.offset = (uint64_t)i << 20;
+			m.data = data + i;
+			m.data_len = ch_msg_size(i);
+		}
+		CHECK_OK(bk_channel_send(ch, &m, bk_deadline_in(20000)));
+		json_decref(m.json);
+	}
+	if (ch) {
+		bk_proto_msg ans;
+		CHECK_OK(bk_channel_recv(ch, &ans, bk_deadline_in(20000)));
+		CHECK_EQ(ans.type, BK_MSG_OK);
+		CHECK_EQ(ans.id, 99);
+		bk_proto_msg_clear(&ans);
+		CHECK_EQ(bk_channel_frames_sent(ch), 2 + CH_MSGS);
+	}
+	if (cut_mid_frame) {
+		const uint8_t part[3] = {0x01, 0x00, 0xaa}; /* says 256 bytes, brings 1 */
+		CHECK_OK(bk_stream_write(a, part, sizeof(part), bk_deadline_in(5000)));
+	}
+	bk_channel_free(ch);
+	bk_stream_free(a); /* the unit reads the end of the stream */
+	pthread_join(t, NULL);
+	CHECK_OK(j.rc);
+	CHECK_EQ(j.received, CH_MSGS);
+	if (piece)
+		CHECK(j.timeouts > 0);
+	CHECK_EQ(j.end_rc, BK_EDISCONNECTED);
+	CHECK_STR(j.end_reason, cut_mid_frame ? "frame-truncated" : "closed");
+	free(data);
+	lab_free(&l);
+}
+
+/* Bursts of frames of every size are read in large pieces and handed out
+ * one by one, intact. */
+static void channel_read_ahead(void)
+{
+	channel_run(0, false);
+}
+
+/* Frames that arrive in scraps, with deadlines passing inside a frame, are
+ * completed by the next receive: the stream never goes out of step; a peer
+ * hanging up inside a frame after a burst is "frame-truncated". */
+static void channel_partial_frames(void)
+{
+	channel_run(7, true);
+	channel_run(4099, false);
+}
+
 BK_RUN_TESTS(BK_TEST(uri_valid), BK_TEST(uri_invalid), BK_TEST(tcp_round_trips),
 	     BK_TEST(unix_round_trips), BK_TEST(tcp_listener_reports_port),
 	     BK_TEST(connect_closed_port), BK_TEST(unix_socket_files), BK_TEST(read_deadline),
 	     BK_TEST(peer_close_mid_frame), BK_TEST(tcp_peer_close), BK_TEST(pair_two_threads),
 	     BK_TEST(frame_codec), BK_TEST(message_types), BK_TEST(message_round_trips),
 	     BK_TEST(message_malformed), BK_TEST(error_mapping), BK_TEST(hello_negotiation),
-	     BK_TEST(alloc_failures))
+	     BK_TEST(alloc_failures), BK_TEST(channel_read_ahead), BK_TEST(channel_partial_frames))
