@@ -37,6 +37,8 @@
 #define BK_MANIFEST_FORMAT    "aibo-memory/1"
 #define BK_MANIFEST_NAME      "MANIFEST.json"
 #define BK_ARCHIVE_DIGEST_LEN 32
+#define BK_ARCHIVE_CHECK_LEN  16 /* Poly1305 tag */
+#define BK_ARCHIVE_CHECK_KEY  32 /* Poly1305 key */
 
 /* The memory domains, in byte-wise order of their names. */
 enum {
@@ -117,6 +119,9 @@ typedef struct bk_manifest_entry {
 	uint32_t mode; /* permission bits (at most 0777) */
 	int64_t mtime; /* seconds since the epoch */
 	uint8_t digest[BK_ARCHIVE_DIGEST_LEN];
+	/* Not part of the manifest: the writer's keyed check of the content it
+	 * hashed (see bk_archive__scan). */
+	uint8_t check[BK_ARCHIVE_CHECK_LEN];
 } bk_manifest_entry;
 
 /* What the manifest says about the unit the memory belongs to. */
@@ -180,16 +185,92 @@ int bk_archive__check_path(const char *path, size_t max_path, int *out_domain);
 
 /* --- Module internals (shared by the archive's source files) --- */
 
-/* Hashes what `fd` holds from its position to its end with a bounded buffer. */
+/* Hashes what `fd` holds from its position to its end with a bounded buffer.
+ * With `check_key`, also computes the Poly1305 tag of the same bytes under
+ * that key into `check`. */
 int bk_archive__hash_fd(int fd, const char *what, uint64_t *out_size,
-                        uint8_t digest[BK_ARCHIVE_DIGEST_LEN]);
+                        uint8_t digest[BK_ARCHIVE_DIGEST_LEN], const uint8_t *check_key,
+                        uint8_t *check);
 /* Opens the folder made of the first `len` bytes of `rel` below `dirfd`,
  * one component at a time with O_NOFOLLOW (never leaving `dirfd`); with
  * `create`, missing folders are made. */
 int bk_archive__open_dir(int dirfd, const char *rel, size_t len, bool create, int *out_fd);
-/* Hashes the memory folder `root` into a new, unfinished manifest. */
+/* Hashes the memory folder `root` into a new, unfinished manifest. With
+ * `threads` > 1, the folder is walked first and the files are then hashed by
+ * `threads` threads (the caller's included); a file that changes between the
+ * walk and its hashing is BK_ERROR "source-changed". With `check_key`
+ * (BK_ARCHIVE_CHECK_KEY bytes), each entry's `check` gets the Poly1305 tag
+ * of the content hashed. */
 int bk_archive__scan(bk_manifest **out, const char *root, unsigned domains,
-                     const bk_manifest_info *info, const bk_archive_limits *limits);
+                     const bk_manifest_info *info, const bk_archive_limits *limits, int threads,
+                     const uint8_t *check_key);
+/* The entry at `i` of an unfinished manifest, to fill in its digest. */
+bk_manifest_entry *bk_archive__entry_mut(bk_manifest *m, size_t i);
+
+/* --- Worker threads (pipe.c) ---
+ *
+ * The last error is per thread: a worker keeps its failure in a
+ * bk_archive_err and the thread that waits for it raises it again. */
+
+/* At most this many threads hash files (bk_archive__scan). */
+#define BK_ARCHIVE_MAX_THREADS 16
+
+typedef struct bk_archive_err {
+	int code;
+	const char *reason;
+	char message[512];
+} bk_archive_err;
+
+/* Keeps this thread's last error (its code must be `code`). */
+void bk_archive__err_keep(bk_archive_err *e, int code);
+/* Sets the kept error as this thread's last error; returns its code. */
+int bk_archive__err_raise(const bk_archive_err *e);
+
+/* A bounded queue of buffers from one producer thread to one consumer
+ * thread. Buffers are allocated up front; memory is `count` * `cap` bytes
+ * whatever the amount of data. Either side may stop it (on failure or
+ * cancellation), which wakes and releases the other. */
+typedef struct bk_archive_slot {
+	uint8_t *buf;
+	size_t len;
+	int kind;             /* the user's tag */
+	bk_deadline deadline; /* for the consumer's writes */
+} bk_archive_slot;
+
+typedef struct bk_archive_ring bk_archive_ring;
+
+int bk_archive__ring_new(bk_archive_ring **out, unsigned count, size_t cap);
+/* Producer: the next free slot (len 0), waiting for one; NULL once stopped. */
+bk_archive_slot *bk_archive__ring_acquire(bk_archive_ring *r);
+/* Producer: hands the acquired slot to the consumer. */
+void bk_archive__ring_publish(bk_archive_ring *r);
+/* Producer: nothing more will be published. */
+void bk_archive__ring_close(bk_archive_ring *r);
+/* Consumer: the next published slot, waiting for one; NULL at the end (closed
+ * and drained) or once stopped. */
+bk_archive_slot *bk_archive__ring_peek(bk_archive_ring *r);
+/* Consumer: gives the peeked slot back to the producer. */
+void bk_archive__ring_release(bk_archive_ring *r);
+/* Either side: stops the queue, waking both. With `err` (not NULL), the first
+ * failure is kept for the other side. */
+void bk_archive__ring_stop(bk_archive_ring *r, const bk_archive_err *err);
+/* Whether a failure was kept (copied into `out`, which may be NULL). */
+bool bk_archive__ring_failed(bk_archive_ring *r, bk_archive_err *out);
+/* The slot size given to bk_archive__ring_new. */
+size_t bk_archive__ring_cap(const bk_archive_ring *r);
+void bk_archive__ring_free(bk_archive_ring *r);
+
+/* A write filter over `next` that copies what is written into a bounded
+ * queue (2 MiB) and writes it to `next` on its own thread, so that a slow
+ * `next` (a disk that blocks) overlaps with the work of the writer. A
+ * failure of `next` is returned by a later write or by closing. Closing
+ * waits until everything is written, then finishes `next` when owned. With
+ * `own_next`, the filter owns `next` once this call succeeds. With
+ * BK_ARCHIVE_ASYNC_WRITEBACK and a file below (BK_STREAM_CTRL_FD), the
+ * kernel is asked to start writing every few MiB out to the disk, so that a
+ * final fsync has little left to do. */
+#define BK_ARCHIVE_ASYNC_WRITEBACK 1u
+int bk_archive__async_writer_new(bk_stream **out, bk_stream *next, int own_next, unsigned flags);
 /* Well-formed UTF-8 (no overlong forms, surrogates, or values past U+10FFFF). */
 bool bk_archive__valid_utf8(const char *s, size_t len);
 /* Paths in archives are UTF-8 bytes whatever the process locale: libarchive
@@ -221,7 +302,13 @@ typedef struct bk_archive_write_opts {
 	bk_manifest_info info;
 	unsigned domains;      /* domains to include (0: every present one) */
 	int compression_level; /* zstd level 1..19 (0: 3) */
-	int threads;           /* zstd workers (0: none) when libarchive has them */
+	/* 0: everything runs on the calling thread. Otherwise the files are
+	 * hashed by `threads` threads (at most BK_ARCHIVE_MAX_THREADS), and
+	 * while the archive is written one thread reads and re-hashes the files
+	 * ahead of the compressor and another writes to `out`, which must then
+	 * allow being written from a thread other than the caller's (it is used
+	 * by one thread at a time, and not at all once the call returns). */
+	int threads;
 	bk_archive_limits limits;
 	bk_progress_cb progress;
 	void *progress_payload;
@@ -238,7 +325,8 @@ typedef struct bk_archive_write_opts {
  * regular files and folders only) into `out`: one pass hashing every file
  * into the manifest, a second pass streaming the tar, re-hashing each file
  * and failing (BK_ERROR "source-changed") if one changed in between. Does not
- * close `out`. On success *out_manifest (may be NULL) gets the manifest and
+ * close `out`. Memory stays bounded (a few MiB of buffers) whatever the size
+ * of the files. Progress callbacks run on the calling thread. On success *out_manifest (may be NULL) gets the manifest and
  * *out_stats (may be NULL) the statistics. */
 int bk_archive_write(bk_stream *out, const char *src_dir, const bk_archive_write_opts *opts,
                      bk_manifest **out_manifest, bk_archive_stats *out_stats);

@@ -402,6 +402,7 @@ static int add_entry(bk_manifest *m, char *path_owned, int domain, uint64_t size
 	e->mode = mode;
 	e->mtime = mtime;
 	memcpy(e->digest, digest, BK_ARCHIVE_DIGEST_LEN);
+	memset(e->check, 0, sizeof(e->check));
 	m->declared |= BK_DOMAIN_BIT(domain);
 	m->finished = false;
 	return 0;
@@ -793,6 +794,11 @@ size_t bk_manifest_count(const bk_manifest *m)
 {
 	return m->count;
 }
+bk_manifest_entry *bk_archive__entry_mut(bk_manifest *m, size_t i)
+{
+	return m && i < m->count ? &m->entries[i] : NULL;
+}
+
 const bk_manifest_entry *bk_manifest_entry_at(const bk_manifest *m, size_t i)
 {
 	return i < m->count ? &m->entries[i] : NULL;

@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <locale.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,7 +15,7 @@
 #include "libbackup/archive/archive.h"
 #include "libbackup/util/util.h"
 
-#define HASH_BUF (256 * 1024)
+#define HASH_BUF (512 * 1024)
 
 void bk_archive__utf8_enter(bk_archive_locale *l)
 {
@@ -32,15 +33,19 @@ void bk_archive__utf8_leave(bk_archive_locale *l)
 }
 
 int bk_archive__hash_fd(int fd, const char *what, uint64_t *out_size,
-                        uint8_t digest[BK_ARCHIVE_DIGEST_LEN])
+                        uint8_t digest[BK_ARCHIVE_DIGEST_LEN], const uint8_t *check_key,
+                        uint8_t *check)
 {
 	crypto_generichash_state st;
+	crypto_onetimeauth_state ck;
 	uint64_t total = 0;
 	int rc = 0;
 	uint8_t *buf = bk__malloc(HASH_BUF);
 	if (buf == NULL)
 		return BK_ENOMEM;
 	crypto_generichash_init(&st, NULL, 0, BK_ARCHIVE_DIGEST_LEN);
+	if (check_key)
+		crypto_onetimeauth_init(&ck, check_key);
 	for (;;) {
 		ssize_t n = read(fd, buf, HASH_BUF);
 		if (n < 0 && errno == EINTR)
@@ -52,11 +57,17 @@ int bk_archive__hash_fd(int fd, const char *what, uint64_t *out_size,
 		if (n == 0)
 			break;
 		crypto_generichash_update(&st, buf, (size_t)n);
+		if (check_key)
+			crypto_onetimeauth_update(&ck, buf, (size_t)n);
 		total += (uint64_t)n;
 	}
 	crypto_generichash_final(&st, digest, BK_ARCHIVE_DIGEST_LEN);
+	if (check_key)
+		crypto_onetimeauth_final(&ck, check);
 	*out_size = total;
 done:
+	if (check_key)
+		sodium_memzero(&ck, sizeof(ck));
 	bk__free(buf);
 	return rc;
 }
@@ -113,6 +124,8 @@ done:
 typedef struct scan {
 	bk_manifest *m;
 	const bk_archive_limits *limits;
+	bool defer; /* record sizes now, hash later (hash_entries) */
+	const uint8_t *check_key;
 	uint64_t count;
 	uint64_t bytes;
 	char path[PATH_MAX];
@@ -123,6 +136,7 @@ static int scan_file(scan *s, int dirfd, const char *name, size_t plen)
 	int rc, domain;
 	uint64_t size;
 	uint8_t digest[BK_ARCHIVE_DIGEST_LEN];
+	uint8_t check[BK_ARCHIVE_CHECK_LEN] = {0};
 	struct stat st;
 	int fd = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 	if (fd < 0)
@@ -145,8 +159,12 @@ static int scan_file(scan *s, int dirfd, const char *name, size_t plen)
 		                   (unsigned long long)s->limits->max_entries);
 		goto done;
 	}
-	if ((rc = bk_archive__hash_fd(fd, s->path, &size, digest)))
+	if (s->defer) {
+		size = (uint64_t)st.st_size;
+		memset(digest, 0, sizeof(digest));
+	} else if ((rc = bk_archive__hash_fd(fd, s->path, &size, digest, s->check_key, check))) {
 		goto done;
+	}
 	if (size != (uint64_t)st.st_size) {
 		rc = bk__error_set(BK_ERROR, "source-changed", "%s: changed while being read",
 		                   s->path);
@@ -161,6 +179,9 @@ static int scan_file(scan *s, int dirfd, const char *name, size_t plen)
 	}
 	rc = bk_manifest_add(s->m, s->path, size, (uint32_t)(st.st_mode & 0777),
 	                     (int64_t)st.st_mtim.tv_sec, digest);
+	if (rc == 0)
+		memcpy(bk_archive__entry_mut(s->m, bk_manifest_count(s->m) - 1)->check, check,
+		       sizeof(check));
 done:
 	BK_UNUSED(plen);
 	close(fd);
@@ -233,8 +254,120 @@ done:
 	return rc;
 }
 
+/* --- Hashing the files of a walked folder on several threads --- */
+
+typedef struct hasher {
+	bk_manifest *m;
+	int rootfd;
+	const uint8_t *check_key;
+	size_t count;
+	pthread_mutex_t mu;
+	size_t next;  /* the next entry to take */
+	bool failed;  /* stop taking entries */
+	size_t err_at; /* the failed entry with the lowest index */
+	bk_archive_err err;
+} hasher;
+
+static int changed_while_hashed(const char *path, const char *how)
+{
+	return bk__error_set(BK_ERROR, "source-changed",
+	                     "%s: %s since the folder was read; the memory changed during the backup",
+	                     path, how);
+}
+
+/* Hashes one recorded entry, checking it is still the file the walk saw. */
+static int hash_entry(int rootfd, bk_manifest_entry *e, const uint8_t *check_key)
+{
+	int rc, pfd = -1, fd = -1;
+	const char *base = strrchr(e->path, '/') + 1;
+	struct stat st;
+	uint64_t size = 0;
+	if ((rc = bk_archive__open_dir(rootfd, e->path, (size_t)(base - 1 - e->path), false, &pfd)))
+		goto done;
+	fd = openat(pfd, base, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+	if (fd < 0) {
+		rc = errno == ENOENT || errno == ELOOP ? changed_while_hashed(e->path, "removed or replaced")
+		                                       : bk__error_errno(errno, "%s", e->path);
+		goto done;
+	}
+	if (fstat(fd, &st) != 0) {
+		rc = bk__error_errno(errno, "%s", e->path);
+		goto done;
+	}
+	if (!S_ISREG(st.st_mode) || (uint64_t)st.st_size != e->size) {
+		rc = changed_while_hashed(e->path, "replaced or resized");
+		goto done;
+	}
+	(void)posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+	if ((rc = bk_archive__hash_fd(fd, e->path, &size, e->digest, check_key, e->check)))
+		goto done;
+	if (size != e->size)
+		rc = changed_while_hashed(e->path, "resized");
+done:
+	if (fd >= 0)
+		close(fd);
+	if (pfd >= 0)
+		close(pfd);
+	return rc;
+}
+
+static void *hash_worker(void *arg)
+{
+	hasher *h = arg;
+	for (;;) {
+		pthread_mutex_lock(&h->mu);
+		size_t i = h->next++;
+		bool stop = h->failed || i >= h->count;
+		pthread_mutex_unlock(&h->mu);
+		if (stop)
+			break;
+		int rc = hash_entry(h->rootfd, bk_archive__entry_mut(h->m, i), h->check_key);
+		if (rc) {
+			pthread_mutex_lock(&h->mu);
+			/* Report the first file in walking order, whichever thread
+			 * got there first. */
+			if (!h->failed || i < h->err_at) {
+				bk_archive__err_keep(&h->err, rc);
+				h->err_at = i;
+			}
+			h->failed = true;
+			pthread_mutex_unlock(&h->mu);
+			break;
+		}
+	}
+	return NULL;
+}
+
+/* Hashes every entry of `m` (recorded by a deferred walk) on `threads`
+ * threads, this one included. */
+static int hash_entries(bk_manifest *m, int rootfd, int threads, const uint8_t *check_key)
+{
+	hasher h;
+	pthread_t tid[BK_ARCHIVE_MAX_THREADS];
+	int started = 0;
+	memset(&h, 0, sizeof(h));
+	h.m = m;
+	h.rootfd = rootfd;
+	h.check_key = check_key;
+	h.count = bk_manifest_count(m);
+	if (pthread_mutex_init(&h.mu, NULL) != 0)
+		return bk__error_set(BK_ERROR, NULL, "hash: cannot create a mutex");
+	if (threads > BK_ARCHIVE_MAX_THREADS)
+		threads = BK_ARCHIVE_MAX_THREADS;
+	/* Fewer threads than asked for is only slower. */
+	while (started < threads - 1 && (size_t)started + 1 < h.count &&
+	       pthread_create(&tid[started], NULL, hash_worker, &h) == 0)
+		started++;
+	hash_worker(&h);
+	for (int i = 0; i < started; i++)
+		pthread_join(tid[i], NULL);
+	pthread_mutex_destroy(&h.mu);
+	return h.failed ? bk_archive__err_raise(&h.err) : 0;
+}
+
 int bk_archive__scan(bk_manifest **out, const char *root, unsigned domains,
-                     const bk_manifest_info *info, const bk_archive_limits *limits)
+                     const bk_manifest_info *info, const bk_archive_limits *limits, int threads,
+                     const uint8_t *check_key)
 {
 	int rc;
 	int rootfd = -1;
@@ -261,6 +394,8 @@ int bk_archive__scan(bk_manifest **out, const char *root, unsigned domains,
 		goto done;
 	}
 	s->limits = limits;
+	s->defer = threads > 1;
+	s->check_key = check_key;
 	/* First the domains present, so that empty ones are declared. */
 	for (;;) {
 		errno = 0;
@@ -313,6 +448,10 @@ int bk_archive__scan(bk_manifest **out, const char *root, unsigned domains,
 			goto done;
 		}
 	}
+	if (s->defer && (rc = hash_entries(m, rootfd, threads, check_key))) {
+		bk__error_prefix(rc, "%s", root);
+		goto done;
+	}
 	*out = m;
 	m = NULL;
 	rc = 0;
@@ -333,7 +472,7 @@ int bk_tree_digests(const char *root, bk_domain_digests *out)
 	memset(out, 0, sizeof(*out));
 	if (root == NULL)
 		return bk__error_set(BK_EINVALID, NULL, "tree digests: no folder");
-	int rc = bk_archive__scan(&m, root, 0, NULL, &limits);
+	int rc = bk_archive__scan(&m, root, 0, NULL, &limits, 0, NULL);
 	if (rc == 0)
 		rc = bk_manifest_finish(m, &limits);
 	if (rc == 0)

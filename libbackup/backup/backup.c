@@ -334,13 +334,19 @@ static int write_backup(const char *part, int fd, const char *dir, const bk_conf
 			const bk_archive_write_opts *wo, const bk_age_encrypt_opts *eo,
 			bk_manifest **out_m, bk_archive_stats *stats, bk_payload_digest *pd)
 {
-	bk_stream *fdw = NULL, *hw = NULL, *enc = NULL;
+	bk_stream *fdw = NULL, *aw = NULL, *hw = NULL, *enc = NULL;
 	(void)cfg;
 	int rc = bk_stream_fd_new(&fdw, fd, 0);
 	if (rc)
 		return rc;
-	if ((rc = bk_payload_hash_writer(&hw, fdw, 1, pd))) {
+	/* The file is written on its own thread: a disk that makes write(2)
+	 * wait then holds up neither the encryption nor the compression. */
+	if ((rc = bk_archive__async_writer_new(&aw, fdw, 1, BK_ARCHIVE_ASYNC_WRITEBACK))) {
 		bk_stream_free(fdw);
+		return rc;
+	}
+	if ((rc = bk_payload_hash_writer(&hw, aw, 1, pd))) {
+		bk_stream_free(aw);
 		return rc;
 	}
 	if ((rc = bk_age_encrypt_new(&enc, hw, 1, eo))) {
@@ -450,6 +456,11 @@ int bk_backup_pack(const bk_config *cfg, const char *dir, const bk_backup_pack_o
 		level = 3;
 	wo.compression_level = level >= 1 && level <= 19 ? (int)level : 3;
 	limits_from_config(cfg, &wo.limits);
+	/* Hashing, reading, compressing and encrypting overlap on worker
+	 * threads; the output stream chain below is only used by one of them
+	 * at a time. */
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	wo.threads = cpus < 2 ? 2 : cpus > 4 ? 4 : (int)cpus;
 	wo.progress = opts->progress;
 	wo.progress_payload = opts->progress_payload;
 	bk_age_encrypt_opts eo = BK_AGE_ENCRYPT_OPTS_INIT;
@@ -995,7 +1006,7 @@ int bk_backup_extract(bk_backup *b, const char *dir, const bk_backup_read_opts *
 	bk_backup_report *r = out ? out : &local;
 	char *stage = NULL;
 	char stage_name[64];
-	int dirfd = -1, made = 0, rc;
+	int dirfd = -1, made = 0, staged = 0, rc;
 	unsigned domains = 0;
 	if (b == NULL || dir == NULL)
 		return bk__error_set(BK_EINVALID, NULL, "extract: missing argument");
@@ -1022,6 +1033,7 @@ int bk_backup_extract(bk_backup *b, const char *dir, const bk_backup_read_opts *
 		rc = bk__error_errno(errno, "%s/%s: create", dir, stage_name);
 		goto done;
 	}
+	staged = 1;
 	stage = bk__asprintf("%s/%s", dir, stage_name);
 	if (stage == NULL) {
 		rc = BK_ENOMEM;
@@ -1050,7 +1062,7 @@ int bk_backup_extract(bk_backup *b, const char *dir, const bk_backup_read_opts *
 	}
 done:
 	if (dirfd >= 0) {
-		if (stage) {
+		if (staged) {
 			saved_error e;
 			error_save(&e);
 			int rm = bk_archive__remove_tree(dirfd, stage_name);
