@@ -5,6 +5,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -26,11 +28,14 @@
 #define STATEMENT      "restore/statement"
 #define MEMORY_NEW     "memory.new"
 
+#define READ_WAIT_S 10
+
 #define RX_RANGES    64
 #define RX_SAVE_STEP ((uint64_t)1 << 20)
 
 struct bk_vmemops {
 	bk_vunit *u;
+	struct backup_job *job; /* the backup being made, if any */
 	char id[40]; /* the backup whose file `fd` holds */
 	int fd;
 	uint64_t size;
@@ -39,6 +44,8 @@ struct bk_vmemops {
 	 * from at most that much earlier), and the pieces past a gap (writes
 	 * may arrive out of order when a request is lost). */
 	bool rx_loaded;
+	uint64_t rx_size; /* the staging's size (0: read it from unit.db) */
+	int rx_fd;        /* the staging file, open for writing (-1: not yet) */
 	uint64_t rx_prefix;
 	uint64_t rx_saved;
 	size_t rx_n;
@@ -216,6 +223,41 @@ static int unit_identities(bk_vunit *u, bk_age_identities **out)
 
 /* --- Backups -------------------------------------------------------------------- */
 
+/* A backup being produced in a thread of its own, so BACKUP_READ can send
+ * the first bytes while the rest is still being archived and encrypted. The
+ * session thread starts it, waits on it, and finishes it (rename, unit.db);
+ * the producing thread touches neither unit.db nor the unit's state. */
+typedef struct backup_job {
+	pthread_t thread;
+	bool joined; /* no thread to join (not started, or joined) */
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	/* Guarded by `lock`. */
+	uint64_t produced;
+	bool finished;
+	bool cancel;
+	int rc;
+	int err_code;
+	char err_reason[48];
+	char err_msg[256];
+	/* Set before the thread starts. */
+	bk_vmemops *m;
+	unit_facts f;
+	bk_age_recipient rcpt[MAX_RECIPIENTS];
+	size_t nrcpt;
+	unsigned domains;
+	char id[40];
+	json_t *request;
+	char *dir, *part, *final;
+	int wfd, rfd;
+	const bk_cert *cert;
+	const uint8_t *ed_sk;
+	/* Valid once finished with rc 0. */
+	uint8_t *stmt;
+	size_t stmt_len;
+	uint64_t size, header;
+} backup_job;
+
 static void close_backup(bk_vmemops *m)
 {
 	if (m->fd >= 0)
@@ -225,76 +267,98 @@ static void close_backup(bk_vmemops *m)
 	m->size = 0;
 }
 
-/* Makes the backup file <unit>/backup/<id>.aibk and its statement. */
-static int produce_backup(bk_vunit *u, const bk_age_recipient *rcpt, size_t nrcpt, unsigned domains,
-                          const char *id, uint8_t **out_stmt, size_t *out_stmt_len,
-                          uint64_t *out_size, uint64_t *out_header)
+/* Counts the bytes that reached the file and wakes waiting readers. */
+typedef struct count_stream {
+	bk_stream base;
+	backup_job *job;
+} count_stream;
+
+static int count_write(bk_stream *s, const void *buf, size_t len, bk_deadline d)
 {
-	unit_facts f;
-	bk_stream *fdw = NULL, *hw = NULL, *enc = NULL;
+	count_stream *c = (count_stream *)s;
+	int rc = bk_stream_write(s->next, buf, len, d);
+	pthread_mutex_lock(&c->job->lock);
+	if (rc == 0)
+		c->job->produced += len;
+	bool cancel = c->job->cancel;
+	pthread_cond_broadcast(&c->job->cond);
+	pthread_mutex_unlock(&c->job->lock);
+	if (rc == 0 && cancel)
+		rc = bk__error_set(BK_ECANCELLED, "cancelled", "backup cancelled");
+	return rc;
+}
+
+static void count_release(bk_stream *s)
+{
+	bk__free(s);
+}
+
+static const bk_stream_ops count_ops = {
+    .version = BK_STREAM_OPS_VERSION,
+    .name = "count",
+    .write = count_write,
+    .release = count_release,
+};
+
+/* Produces the file `job->part` and its statement (in the job's thread). */
+static int produce_backup(backup_job *job)
+{
+	bk_stream *fdw = NULL, *cnt = NULL, *hw = NULL, *enc = NULL;
 	bk_manifest *man = NULL;
 	bk_archive_stats stats;
 	bk_payload_digest pd;
-	char *dir = unit_path(u, BACKUP_DIR), *part = NULL, *final = NULL;
-	int fd = -1, rc;
+	unit_facts *f = &job->f;
+	int rc;
 	memset(&pd, 0, sizeof(pd));
-	if ((rc = facts_get(u, &f)))
+	if ((rc = bk_stream_fd_new(&fdw, job->wfd, 0)))
 		goto done;
-	if (dir == NULL) {
+	count_stream *c = bk__calloc(1, sizeof(*c));
+	if (c == NULL) {
 		rc = bk__error_oom();
 		goto done;
 	}
-	part = bk__asprintf("%s/%s.aibk.part", dir, id);
-	final = bk__asprintf("%s/%s.aibk", dir, id);
-	if (part == NULL || final == NULL) {
-		rc = bk__error_oom();
-		goto done;
-	}
-	if ((rc = bk_mkdir_p(dir, 0700)))
-		goto done;
-	fd = open(part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (fd < 0) {
-		rc = bk__error_errno(errno, "%s", part);
-		goto done;
-	}
-	if ((rc = bk_stream_fd_new(&fdw, fd, 0)))
-		goto done;
-	if ((rc = bk_payload_hash_writer(&hw, fdw, 1, &pd)))
-		goto done;
+	c->base.ops = &count_ops;
+	c->base.next = fdw;
+	c->base.owns_next = 1;
+	c->job = job;
+	cnt = &c->base;
 	fdw = NULL;
+	if ((rc = bk_payload_hash_writer(&hw, cnt, 1, &pd)))
+		goto done;
+	cnt = NULL;
 	bk_age_encrypt_opts eo = BK_AGE_ENCRYPT_OPTS_INIT;
-	eo.recipients = rcpt;
-	eo.recipient_count = nrcpt;
+	eo.recipients = job->rcpt;
+	eo.recipient_count = job->nrcpt;
 	if ((rc = bk_age_encrypt_new(&enc, hw, 1, &eo)))
 		goto done;
 	hw = NULL;
 	bk_archive_write_opts wo = BK_ARCHIVE_WRITE_OPTS_INIT;
-	wo.info.serial = f.serial;
-	wo.info.model = f.model;
-	wo.info.hardware_revision = f.hw;
-	wo.info.firmware_version = f.fw_version;
-	wo.info.schema_version = f.schema;
-	wo.info.backup_id = id;
+	wo.info.serial = f->serial;
+	wo.info.model = f->model;
+	wo.info.hardware_revision = f->hw;
+	wo.info.firmware_version = f->fw_version;
+	wo.info.schema_version = f->schema;
+	wo.info.backup_id = job->id;
 	wo.info.created = (int64_t)time(NULL);
-	wo.domains = domains;
-	if ((rc = bk_archive_write(enc, bk_vunit_memory_dir(u), &wo, &man, &stats)))
+	wo.domains = job->domains;
+	if ((rc = bk_archive_write(enc, bk_vunit_memory_dir(job->m->u), &wo, &man, &stats)))
 		goto done;
 	rc = bk_stream_close(enc, BK_DEADLINE_NONE);
 	enc = NULL;
 	if (rc)
 		goto done;
-	if (fsync(fd) != 0) {
-		rc = bk__error_errno(errno, "%s: fsync", part);
+	if (fsync(job->wfd) != 0) {
+		rc = bk__error_errno(errno, "%s: fsync", job->part);
 		goto done;
 	}
 	bk_statement_info si;
 	memset(&si, 0, sizeof(si));
-	si.backup_id = id;
-	si.serial = f.serial;
-	si.model = f.model;
-	si.hardware_revision = f.hw;
-	si.firmware_version = f.fw_version;
-	si.schema_version = f.schema;
+	si.backup_id = job->id;
+	si.serial = f->serial;
+	si.model = f->model;
+	si.hardware_revision = f->hw;
+	si.firmware_version = f->fw_version;
+	si.schema_version = f->schema;
 	si.created = wo.info.created;
 	si.plaintext_size = stats.compressed_bytes;
 	si.payload_size = pd.payload_len;
@@ -303,31 +367,195 @@ static int produce_backup(bk_vunit *u, const bk_age_recipient *rcpt, size_t nrcp
 		rc = bk__error_set(BK_ERROR, "manifest-digest", "unit: no manifest digest");
 		goto done;
 	}
-	rc = bk_statement_sign(out_stmt, out_stmt_len, &si, bk_vunit_cert(u),
-	                       bk_keyfile_ed25519_secret(bk_vunit_keys(u)));
+	rc = bk_statement_sign(&job->stmt, &job->stmt_len, &si, job->cert, job->ed_sk);
 	if (rc)
 		goto done;
-	if (rename(part, final) != 0) {
-		rc = bk__error_errno(errno, "%s", final);
-		goto done;
-	}
-	rc = bk_fsync_dir(dir);
-	*out_size = pd.header_len + pd.payload_len;
-	*out_header = pd.header_len;
+	job->size = pd.header_len + pd.payload_len;
+	job->header = pd.header_len;
 done:
-	if (rc && part)
-		unlink(part);
 	bk_stream_free(enc);
 	bk_stream_free(hw);
+	bk_stream_free(cnt);
 	bk_stream_free(fdw);
-	if (fd >= 0)
-		close(fd);
 	bk_manifest_free(man);
-	json_decref(f.info);
-	bk__free(part);
-	bk__free(final);
-	bk__free(dir);
 	return rc;
+}
+
+static void *job_main(void *arg)
+{
+	backup_job *job = arg;
+	int rc = produce_backup(job);
+	const bk_error *e = bk_error_last();
+	pthread_mutex_lock(&job->lock);
+	job->rc = rc;
+	if (rc) {
+		job->err_code = e->code ? e->code : rc;
+		bk_strlcpy(job->err_reason, e->reason ? e->reason : "", sizeof(job->err_reason));
+		bk_strlcpy(job->err_msg, e->message ? e->message : "backup failed",
+		           sizeof(job->err_msg));
+	}
+	job->finished = true;
+	pthread_cond_broadcast(&job->cond);
+	pthread_mutex_unlock(&job->lock);
+	bk_error_clear();
+	return NULL;
+}
+
+/* Raises the producing thread's error in this thread. */
+static int job_error(backup_job *job)
+{
+	return bk__error_set(job->err_code, job->err_reason[0] ? job->err_reason : NULL, "%s",
+	                     job->err_msg);
+}
+
+/* Stops (when still running), joins and frees the job; removes its part
+ * file unless it was finished. */
+static void job_drop(bk_vmemops *m)
+{
+	backup_job *job = m->job;
+	if (job == NULL)
+		return;
+	if (!job->joined) {
+		pthread_mutex_lock(&job->lock);
+		job->cancel = true;
+		pthread_mutex_unlock(&job->lock);
+		pthread_join(job->thread, NULL);
+	}
+	if (job->wfd >= 0)
+		close(job->wfd);
+	if (job->rfd >= 0)
+		close(job->rfd);
+	if (job->part)
+		unlink(job->part);
+	pthread_cond_destroy(&job->cond);
+	pthread_mutex_destroy(&job->lock);
+	json_decref(job->request);
+	json_decref(job->f.info);
+	bk__free(job->stmt);
+	bk__free(job->dir);
+	bk__free(job->part);
+	bk__free(job->final);
+	bk__free(job);
+	m->job = NULL;
+}
+
+/* A finished job becomes the kept backup: renamed into place and recorded
+ * in unit.db, its file open for BACKUP_READ. */
+static int job_finish(bk_vmemops *m)
+{
+	backup_job *job = m->job;
+	json_t *meta = NULL;
+	int rc;
+	pthread_join(job->thread, NULL);
+	job->joined = true;
+	if (job->rc) {
+		rc = job_error(job);
+		goto done;
+	}
+	if (rename(job->part, job->final) != 0) {
+		rc = bk__error_errno(errno, "%s", job->final);
+		goto done;
+	}
+	bk__free(job->part);
+	job->part = NULL;
+	if ((rc = bk_fsync_dir(job->dir)))
+		goto done;
+	meta = json_pack("{s:s, s:O, s:I, s:I, s:s%}", "id", job->id, "request", job->request,
+	                 "size", (json_int_t)job->size, "header_size", (json_int_t)job->header,
+	                 "statement", (const char *)job->stmt, job->stmt_len);
+	if (meta == NULL) {
+		rc = bk__error_oom();
+		goto done;
+	}
+	if ((rc = row_put(m->u, "backup", meta, job->size)))
+		goto done;
+	close_backup(m);
+	m->fd = job->rfd;
+	job->rfd = -1;
+	bk_strlcpy(m->id, job->id, sizeof(m->id));
+	m->size = job->size;
+done:
+	json_decref(meta);
+	job_drop(m);
+	return rc;
+}
+
+/* Starts producing backup `id` for `request` in a new thread. */
+static int job_start(bk_vmemops *m, const bk_age_recipient *rcpt, size_t nrcpt, unsigned domains,
+                     const char *id, json_t *request)
+{
+	bk_vunit *u = m->u;
+	backup_job *job = bk__calloc(1, sizeof(*job));
+	int rc = 0;
+	if (job == NULL)
+		return bk__error_oom();
+	job->joined = true;
+	job->wfd = job->rfd = -1;
+	job->m = m;
+	pthread_mutex_init(&job->lock, NULL);
+	pthread_cond_init(&job->cond, NULL);
+	m->job = job; /* job_drop cleans up from here on */
+	memcpy(job->rcpt, rcpt, nrcpt * sizeof(*rcpt));
+	job->nrcpt = nrcpt;
+	job->domains = domains;
+	bk_strlcpy(job->id, id, sizeof(job->id));
+	job->request = json_incref(request);
+	job->cert = bk_vunit_cert(u);
+	job->ed_sk = bk_keyfile_ed25519_secret(bk_vunit_keys(u));
+	if ((rc = facts_get(u, &job->f)))
+		goto done;
+	job->dir = unit_path(u, BACKUP_DIR);
+	job->part = job->dir ? bk__asprintf("%s/%s.aibk.part", job->dir, id) : NULL;
+	job->final = job->dir ? bk__asprintf("%s/%s.aibk", job->dir, id) : NULL;
+	if (job->part == NULL || job->final == NULL) {
+		rc = bk__error_oom();
+		goto done;
+	}
+	if ((rc = bk_mkdir_p(job->dir, 0700)))
+		goto done;
+	job->wfd = open(job->part, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (job->wfd >= 0)
+		job->rfd = open(job->part, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (job->wfd < 0 || job->rfd < 0) {
+		rc = bk__error_errno(errno, "%s", job->part);
+		goto done;
+	}
+	if (pthread_create(&job->thread, NULL, job_main, job) != 0) {
+		rc = bk__error_set(BK_ERROR, "thread", "unit %s: cannot start the backup",
+		                   bk_vunit_serial(u));
+		goto done;
+	}
+	job->joined = false;
+done:
+	if (rc)
+		job_drop(m);
+	return rc;
+}
+
+/* Waits until the job has produced `end` bytes or finished, at most
+ * READ_WAIT_S seconds. */
+static void job_wait(backup_job *job, uint64_t end, uint64_t *produced, bool *finished)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += READ_WAIT_S;
+	pthread_mutex_lock(&job->lock);
+	while (job->produced < end && !job->finished)
+		if (pthread_cond_timedwait(&job->cond, &job->lock, &ts) == ETIMEDOUT)
+			break;
+	*produced = job->produced;
+	*finished = job->finished;
+	pthread_mutex_unlock(&job->lock);
+}
+
+/* Answers the kept backup (a finished one). */
+static int answer_kept(json_t *row, bk_vunit_reply *reply, bool resumed)
+{
+	reply->json = json_pack("{s:O, s:O, s:O, s:O, s:b}", "id", json_object_get(row, "id"),
+	                        "size", json_object_get(row, "size"), "header_size",
+	                        json_object_get(row, "header_size"), "statement",
+	                        json_object_get(row, "statement"), "resumed", resumed);
+	return reply->json ? 0 : bk__error_oom();
 }
 
 static int backup_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, void *payload)
@@ -335,12 +563,11 @@ static int backup_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *re
 	bk_vmemops *m = payload;
 	json_t *rl = json_object_get(req->json, "recipients");
 	json_t *dl = json_object_get(req->json, "domains");
-	json_t *old = NULL, *meta = NULL, *norm = NULL;
+	json_t *old = NULL, *norm = NULL;
 	bk_age_recipient rcpt[MAX_RECIPIENTS];
-	uint8_t *stmt = NULL;
-	size_t nrcpt = 0, stmt_len = 0, i;
+	size_t nrcpt = 0, i;
 	unsigned domains = 0;
-	uint64_t size = 0, header = 0;
+	bool stream = json_is_true(json_object_get(req->json, "stream"));
 	char id[37];
 	int rc = 0;
 	json_t *v;
@@ -376,6 +603,23 @@ static int backup_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *re
 	norm = json_pack("{s:O, s:i}", "recipients", rl, "domains", (int)domains);
 	if (norm == NULL)
 		return bk__error_oom();
+	/* The backup being made for the same request: answered again while it
+	 * is made (streaming), kept once it is done. */
+	if (m->job && json_equal(m->job->request, norm)) {
+		uint64_t produced = 0;
+		bool finished = false;
+		job_wait(m->job, 0, &produced, &finished);
+		if (!finished && stream) {
+			reply->json = json_pack("{s:s, s:b, s:b}", "id", m->job->id, "streaming", 1,
+			                        "resumed", 1);
+			rc = reply->json ? 0 : bk__error_oom();
+			goto done;
+		}
+		if (!finished)
+			job_wait(m->job, UINT64_MAX, &produced, &finished);
+		if ((rc = job_finish(m)))
+			goto done;
+	}
 	/* A kept backup made for the same request is answered again. */
 	if ((rc = row_get(u, "backup", &old)))
 		goto done;
@@ -386,41 +630,41 @@ static int backup_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *re
 		int ok = p && stat(p, &sb) == 0;
 		bk__free(p);
 		if (ok) {
-			reply->json =
-			    json_pack("{s:O, s:O, s:O, s:O, s:b}", "id", json_object_get(old, "id"),
-			              "size", json_object_get(old, "size"), "header_size",
-			              json_object_get(old, "header_size"), "statement",
-			              json_object_get(old, "statement"), "resumed", 1);
-			rc = reply->json ? 0 : bk__error_oom();
+			rc = answer_kept(old, reply, true);
 			goto done;
 		}
 	}
 	/* Otherwise a new one replaces what was kept. */
+	job_drop(m);
 	close_backup(m);
 	if ((rc = remove_in_unit(u, BACKUP_DIR)) || (rc = row_del(u, "backup")))
 		goto done;
 	bk_backup__new_id(id);
-	rc = produce_backup(u, rcpt, nrcpt, domains, id, &stmt, &stmt_len, &size, &header);
-	if (rc)
+	if ((rc = job_start(m, rcpt, nrcpt, domains, id, norm)))
 		goto done;
-	meta = json_pack("{s:s, s:O, s:I, s:I, s:s%}", "id", id, "request", norm, "size",
-	                 (json_int_t)size, "header_size", (json_int_t)header, "statement",
-	                 (const char *)stmt, stmt_len);
-	if (meta == NULL) {
-		rc = bk__error_oom();
+	if (stream) {
+		/* The size and the statement come with the BACKUP_BEGIN that
+		 * follows the end of the data. */
+		reply->json = json_pack("{s:s, s:b, s:b}", "id", id, "streaming", 1, "resumed", 0);
+		rc = reply->json ? 0 : bk__error_oom();
 		goto done;
 	}
-	if ((rc = row_put(u, "backup", meta, size)))
+	uint64_t produced = 0;
+	bool finished = false;
+	while (!finished)
+		job_wait(m->job, UINT64_MAX, &produced, &finished);
+	if ((rc = job_finish(m)))
 		goto done;
-	reply->json = json_pack("{s:s, s:I, s:I, s:s%, s:b}", "id", id, "size", (json_int_t)size,
-	                        "header_size", (json_int_t)header, "statement", (const char *)stmt,
-	                        stmt_len, "resumed", 0);
-	rc = reply->json ? 0 : bk__error_oom();
+	json_decref(old);
+	old = NULL;
+	if ((rc = row_get(u, "backup", &old)))
+		goto done;
+	rc = old ? answer_kept(old, reply, false)
+	         : bk__error_set(BK_ERROR, "unit-db", "unit %s: backup not recorded",
+	                         bk_vunit_serial(u));
 done:
-	bk__free(stmt);
 	json_decref(norm);
 	json_decref(old);
-	json_decref(meta);
 	return rc;
 }
 
@@ -456,6 +700,20 @@ static int open_backup(bk_vmemops *m, const char *id)
 	return 0;
 }
 
+static int read_at(int fd, uint8_t *buf, size_t len, uint64_t off, const char *id)
+{
+	size_t got = 0;
+	while (got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, (off_t)(off + got));
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return bk__error_errno(n < 0 ? errno : EIO, "unit: read backup %s", id);
+		got += (size_t)n;
+	}
+	return 0;
+}
+
 static int backup_read(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *reply, void *payload)
 {
 	bk_vmemops *m = payload;
@@ -466,10 +724,33 @@ static int backup_read(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *rep
 		return bk__error_set(BK_EINVALID, "bad-request", "BACKUP_READ needs an id");
 	if ((rc = juint(req->json, "offset", &off)) || (rc = juint(req->json, "len", &len)))
 		return rc;
-	if ((rc = open_backup(m, id)))
-		return rc;
 	if (len > BK_PROTO_DATA_MAX)
 		len = BK_PROTO_DATA_MAX;
+	/* The backup being made: wait for its bytes. */
+	if (m->job && strcmp(m->job->id, id) == 0) {
+		uint64_t produced = 0;
+		bool finished = false;
+		job_wait(m->job, off + len, &produced, &finished);
+		if (finished) {
+			if ((rc = job_finish(m)))
+				return rc;
+		} else if (produced < off + len) {
+			return bk__error_set(BK_EBUSY, "backup-in-progress",
+			                     "unit %s: the backup has not reached %llu bytes yet",
+			                     bk_vunit_serial(u), (unsigned long long)(off + len));
+		} else {
+			if ((rc = bk_vunit_step(u, "backup-read", 0)))
+				return rc;
+			if ((rc = read_at(m->job->rfd, reply->data, (size_t)len, off, id)))
+				return rc;
+			reply->is_data = true;
+			reply->offset = off;
+			reply->data_len = (size_t)len;
+			return 0;
+		}
+	}
+	if ((rc = open_backup(m, id)))
+		return rc;
 	if (off >= m->size)
 		len = 0;
 	else if (len > m->size - off)
@@ -477,18 +758,11 @@ static int backup_read(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *rep
 	unsigned pct = m->size ? (unsigned)((off + len) * 100 / m->size) : 100;
 	if ((rc = bk_vunit_step(u, "backup-read", pct)))
 		return rc;
-	size_t got = 0;
-	while (got < len) {
-		ssize_t n = pread(m->fd, reply->data + got, (size_t)len - got, (off_t)(off + got));
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return bk__error_errno(n < 0 ? errno : EIO, "unit: read backup %s", id);
-		got += (size_t)n;
-	}
+	if ((rc = read_at(m->fd, reply->data, (size_t)len, off, id)))
+		return rc;
 	reply->is_data = true;
 	reply->offset = off;
-	reply->data_len = got;
+	reply->data_len = (size_t)len;
 	return 0;
 }
 
@@ -501,6 +775,10 @@ static int backup_end(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *repl
 	BK_UNUSED(reply);
 	if (id == NULL)
 		return bk__error_set(BK_EINVALID, "bad-request", "BACKUP_END needs an id");
+	if (m->job && strcmp(m->job->id, id) == 0) {
+		job_drop(m);
+		return remove_in_unit(u, BACKUP_DIR);
+	}
 	if ((rc = row_get(u, "backup", &row)))
 		return rc;
 	if (row && jstr(row, "id") && strcmp(jstr(row, "id"), id) == 0) {
@@ -587,8 +865,18 @@ static int rx_add(bk_vmemops *m, uint64_t a, uint64_t b)
 	return 0;
 }
 
+/* Forgets the cached staging size and closes the staging file. */
+static void rx_drop(bk_vmemops *m)
+{
+	if (m->rx_fd >= 0)
+		close(m->rx_fd);
+	m->rx_fd = -1;
+	m->rx_size = 0;
+}
+
 static int restore_reset(bk_vmemops *m, bk_vunit *u)
 {
+	rx_drop(m);
 	m->rx_loaded = true;
 	m->rx_prefix = m->rx_saved = 0;
 	m->rx_n = 0;
@@ -637,6 +925,11 @@ static int restore_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 		return rc;
 	if (text == NULL)
 		return bk__error_set(BK_EINVALID, "bad-request", "RESTORE_BEGIN needs a statement");
+	json_t *hd = json_object_get(req->json, "header_digest");
+	if (hd && !(json_is_string(hd) && json_string_length(hd) == 64 &&
+	            strspn(json_string_value(hd), "0123456789abcdef") == 64))
+		return bk__error_set(BK_EINVALID, "bad-request",
+		                     "RESTORE_BEGIN: \"header_digest\" must be 64 hex digits");
 	size_t tlen = json_string_length(json_object_get(req->json, "statement"));
 	if ((rc = bk_statement_parse(&st, text, tlen)))
 		goto done;
@@ -649,8 +942,11 @@ static int restore_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 	if ((rc = row_get(u, "restore", &row)))
 		goto done;
 	uint64_t rsize = 0;
+	const char *rhd = row ? jstr(row, "header_digest") : NULL;
+	const char *qhd = json_string_value(hd);
 	if (row && juint(row, "size", &rsize) == 0 && rsize == size && jstr(row, "statement") &&
-	    strcmp(jstr(row, "statement"), text) == 0) {
+	    strcmp(jstr(row, "statement"), text) == 0 &&
+	    ((rhd == NULL && qhd == NULL) || (rhd && qhd && strcmp(rhd, qhd) == 0))) {
 		if ((rc = incoming_size(m, &have)))
 			goto done;
 	} else {
@@ -669,7 +965,8 @@ static int restore_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 		}
 		if ((rc = bk_file_write_atomic(p, "", 0, 0600, 0)))
 			goto done;
-		meta = json_pack("{s:I, s:s}", "size", (json_int_t)size, "statement", text);
+		meta = json_pack("{s:I, s:s, s:s?}", "size", (json_int_t)size, "statement", text,
+		                 "header_digest", qhd);
 		if (meta == NULL) {
 			rc = bk__error_oom();
 			goto done;
@@ -708,7 +1005,10 @@ static int restore_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 	char *p = NULL;
 	int fd = -1, rc;
 	BK_UNUSED(reply);
-	if ((rc = active_size(u, &size)) || (rc = incoming_size(m, &have)))
+	if (m->rx_size == 0 && (rc = active_size(u, &m->rx_size)))
+		return rc;
+	size = m->rx_size;
+	if ((rc = incoming_size(m, &have)))
 		return rc;
 	if (req->offset + req->data_len > size)
 		return bk__error_set(BK_EINVALID, "restore-overflow",
@@ -719,7 +1019,9 @@ static int restore_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 		return rc;
 	if ((p = unit_path(u, INCOMING)) == NULL)
 		return bk__error_oom();
-	fd = open(p, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	if (m->rx_fd < 0)
+		m->rx_fd = open(p, O_WRONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = m->rx_fd;
 	if (fd < 0) {
 		rc = bk__error_errno(errno, "%s", p);
 		goto done;
@@ -741,8 +1043,6 @@ static int restore_write(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *r
 	if (m->rx_prefix - m->rx_saved >= RX_SAVE_STEP || m->rx_prefix == size)
 		rc = save_prefix(m);
 done:
-	if (fd >= 0)
-		close(fd);
 	bk__free(p);
 	return rc;
 }
@@ -759,9 +1059,10 @@ static int restore_status(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *
 	if (rc == 0 && row)
 		rc = incoming_size(payload, &have);
 	if (rc == 0) {
-		reply->json = json_pack("{s:b, s:I, s:I, s:s?}", "active", row != NULL, "size",
-		                        (json_int_t)size, "received", (json_int_t)have, "statement",
-		                        row ? jstr(row, "statement") : NULL);
+		reply->json = json_pack("{s:b, s:I, s:I, s:s?, s:s?}", "active", row != NULL,
+		                        "size", (json_int_t)size, "received", (json_int_t)have,
+		                        "statement", row ? jstr(row, "statement") : NULL,
+		                        "header_digest", row ? jstr(row, "header_digest") : NULL);
 		rc = reply->json ? 0 : bk__error_oom();
 	}
 	json_decref(row);
@@ -875,10 +1176,12 @@ static int set_memory_schema(bk_vunit *u, uint64_t schema)
 
 /* After the swap (or at power-up after a lost one): records the schema when
  * the memory is the committed one, and removes what is left over. */
-static int finish_swap(bk_vunit *u)
+static int finish_swap(bk_vunit *u, bk_domain_digests *out_have, bool *out_known)
 {
 	json_t *sw = NULL;
 	bk_domain_digests want, have;
+	if (out_known)
+		*out_known = false;
 	uint64_t schema = 0;
 	int rc = row_get(u, "restore-swap", &sw);
 	if (rc)
@@ -888,6 +1191,10 @@ static int finish_swap(bk_vunit *u)
 		    (rc = juint(sw, "schema", &schema)) ||
 		    (rc = bk_tree_digests(bk_vunit_memory_dir(u), &have)))
 			goto done;
+		if (out_have) {
+			*out_have = have;
+			*out_known = true;
+		}
 		if (bk_domain_digests_equal(&want, &have)) {
 			if ((rc = set_memory_schema(u, schema)) || (rc = row_del(u, "restore")) ||
 			    (rc = remove_in_unit(u, RESTORE_DIR)))
@@ -967,16 +1274,28 @@ static int restore_commit(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *
 		goto done;
 	if ((rc = bk_vunit_step(u, "restore-commit", 100)))
 		goto done;
-	if ((rc = finish_swap(u)))
-		goto done;
-	((bk_vmemops *)payload)->rx_loaded = false;
+	/* finish_swap reads the new memory's digests: they are the answer. */
 	bk_domain_digests now;
+	bool known = false;
+	if ((rc = finish_swap(u, &now, &known)))
+		goto done;
+	rx_drop((bk_vmemops *)payload);
+	((bk_vmemops *)payload)->rx_loaded = false;
 	json_t *nj = NULL;
-	if ((rc = bk_tree_digests(bk_vunit_memory_dir(u), &now)) ||
+	if ((!known && (rc = bk_tree_digests(bk_vunit_memory_dir(u), &now))) ||
 	    (rc = bk_domain_digests_to_json(&now, &nj)))
 		goto done;
-	reply->json = json_pack("{s:o, s:I}", "domains", nj, "schema",
-	                        (json_int_t)bk_manifest_schema_version(man));
+	uint8_t md[BK_ARCHIVE_DIGEST_LEN];
+	char mdhex[2 * BK_ARCHIVE_DIGEST_LEN + 1];
+	if (!bk_manifest_raw_digest(man, md)) {
+		json_decref(nj);
+		rc = bk__error_set(BK_ERROR, "manifest-digest", "unit: no manifest digest");
+		goto done;
+	}
+	bk_hex_encode(mdhex, md, sizeof(md));
+	reply->json = json_pack("{s:o, s:I, s:s}", "domains", nj, "schema",
+	                        (json_int_t)bk_manifest_schema_version(man), "manifest_digest",
+	                        mdhex);
 	rc = reply->json ? 0 : bk__error_oom();
 done:
 	bk__free(mem_new);
@@ -1005,13 +1324,14 @@ int bk_vmemops_install(bk_vmemops **out, bk_vunit *u)
 		return bk__error_set(BK_EINVALID, NULL, "memops: no unit");
 	*out = NULL;
 	/* Power-up: a swap that was cut short is finished or undone. */
-	if ((rc = finish_swap(u)))
+	if ((rc = finish_swap(u, NULL, NULL)))
 		return rc;
 	m = bk__calloc(1, sizeof(*m));
 	if (m == NULL)
 		return bk__error_oom();
 	m->u = u;
 	m->fd = -1;
+	m->rx_fd = -1;
 	static const struct {
 		uint8_t type;
 		bk_vunit_handler fn;
@@ -1035,7 +1355,9 @@ void bk_vmemops_free(bk_vmemops *m)
 {
 	if (m == NULL)
 		return;
+	job_drop(m);
 	close_backup(m);
+	rx_drop(m);
 	bk__free(m);
 }
 

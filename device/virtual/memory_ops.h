@@ -11,20 +11,31 @@
  * A BACKUP_BEGIN with the same recipients and domains while a kept backup
  * exists answers that backup again (a terminal that restarted resumes it).
  * Answer: {"id", "size", "header_size", "statement": "<text>"}.
+ * The file is made in a thread of its own; with "stream": true in the
+ * request the answer is {"id", "streaming": true} at once, BACKUP_READ of
+ * bytes not made yet waits for them (at most 10 s, then BK_EBUSY
+ * "backup-in-progress"), and the same BACKUP_BEGIN after the end of the data
+ * gives the complete answer. A backup being made is lost in a power cycle.
  *
- * Restores. RESTORE_BEGIN {"size", "statement"} opens staging in
- * <unit>/restore/ (an identical BEGIN keeps what was received); a statement
+ * Restores. RESTORE_BEGIN {"size", "statement", "header_digest"} opens
+ * staging in <unit>/restore/ (an identical BEGIN keeps what was received;
+ * the optional header_digest, hex BLAKE2b-256 of the age header the terminal
+ * sends, must match too, so a new re-wrap starts over); a statement
  * for another model is BK_EINCOMPAT "model-mismatch", a memory schema the
  * running firmware cannot hold BK_EINCOMPAT "schema-unsupported" naming the
  * schema. RESTORE_WRITE (DATA at an offset, at most the bytes received so
- * far) appends; RESTORE_STATUS answers {"active", "size", "received"}.
+ * far) appends; RESTORE_STATUS answers {"active", "size", "received", "statement",
+ * "header_digest"}.
  * RESTORE_COMMIT decrypts the staged age file with the unit's age key into
  * <unit>/memory.new, checks the payload digest, the statement (its producer
  * certificate against <unit>/trust/factory-ca.pub or the service CA), the
  * manifest against the statement and every entry's digest, then swaps
  * memory.new and memory in one renameat2(RENAME_EXCHANGE) and removes the
  * old one: a power loss leaves the old memory or the new one, never a mix.
- * Answer: {"domains": {...}} (the domain digests of the new memory).
+ * Answer: {"domains": {...}, "schema", "manifest_digest": "<hex>"} (the
+ * domain digests of the new memory, and the BLAKE2b-256 of the MANIFEST.json
+ * it came from, which a terminal that cannot open the file compares with the
+ * statement's).
  * RESTORE_ABORT drops the staging.
  *
  * Power-loss steps (aibo-vdev serve --fault power-loss=STEP[:PERCENT]):

@@ -959,15 +959,28 @@ static int step_complete(job_ctx *c)
 	bk_api *api = NULL;
 	size_t n = 0;
 	char idem[129], summary[256];
+	bk_api_ticket t = {0};
 	int rc;
-	if ((rc = need_api(c, &api)) || (rc = upload_events(c, api, &n)))
+	/* Completed by an earlier run that was cut off before it recorded it:
+	 * the ticket takes no more events, and nothing is left to do there. */
+	if ((rc = need_api(c, &api)) || (rc = bk_api_ticket_get(api, c->row.ticket, &t)))
 		return rc;
-	snprintf(summary, sizeof(summary), "memory of %s restored onto %s and verified (job %s)",
-	         dstr(c, "old_serial"), dstr(c, "new_serial"), c->row.id);
-	idem_key(c, idem, "complete");
-	if ((rc = bk_api_ticket_complete(api, c->row.ticket, dstr(c, "new_serial"), 1, summary,
-	                                 idem, NULL)))
+	bool closed = strcmp(t.status, "completed") == 0 && t.new_serial &&
+	              strcmp(t.new_serial, dstr(c, "new_serial")) == 0;
+	bk_api_ticket_clear(&t);
+	if (!closed) {
+		if ((rc = upload_events(c, api, &n)))
+			return rc;
+		snprintf(summary, sizeof(summary),
+		         "memory of %s restored onto %s and verified (job %s)", dstr(c, "old_serial"),
+		         dstr(c, "new_serial"), c->row.id);
+		idem_key(c, idem, "complete");
+		if ((rc = bk_api_ticket_complete(api, c->row.ticket, dstr(c, "new_serial"), 1,
+		                                 summary, idem, NULL)))
+			return rc;
+	} else if ((rc = oset(c, "already", json_true()))) {
 		return rc;
+	}
 	const char *held = dstr(c, "held_backup");
 	if (held && (rc = bk_catalog_backup_release(c->cat, held, c->hold_name)))
 		return rc;

@@ -198,6 +198,21 @@ int bk_wire__reconnect(bk_device *dev, bk_deadline until, bk_wire_progress *p)
 	}
 }
 
+int bk_wire__info(bk_device *dev, bk_device_info **out, int64_t reconnect_ms, bk_wire_progress *p,
+                  unsigned *reconnects)
+{
+	int rc;
+	*out = NULL;
+	for (;;) {
+		rc = bk_device_info_get(dev, out, 0);
+		if (rc == 0 || !bk_wire__retryable(rc))
+			return rc;
+		if ((rc = bk_wire__reconnect(dev, bk_deadline_in(reconnect_ms), p)))
+			return rc;
+		(*reconnects)++;
+	}
+}
+
 int bk_wire__min_battery(const bk_config *cfg, int given)
 {
 	uint64_t v = 0;

@@ -17,11 +17,14 @@
 #include "libbackup/wire/wire_internal.h"
 
 #define BEGIN_TIMEOUT_MS 600000
+/* The most a streamed backup may hold before its size is known. */
+#define STREAM_LIMIT ((uint64_t)1 << 40)
 
 typedef struct pull_sink {
 	int fd;
 	const char *part;
 	uint64_t size;
+	uint64_t total; /* for progress: the size, or an estimate while streaming */
 	uint64_t base;  /* offset of this range's start */
 	uint64_t bytes; /* delivered, re-sent ones included */
 	bk_wire_progress *prog;
@@ -50,7 +53,7 @@ static int sink(void *payload, uint64_t offset, const void *data, size_t len)
 	}
 	s->bytes += len;
 	uint64_t at = offset + len > *s->done_so_far ? offset + len : *s->done_so_far;
-	return bk_wire__progress(s->prog, "transfer", 1, at, s->size, 0);
+	return bk_wire__progress(s->prog, "transfer", 1, at, at > s->total ? at : s->total, 0);
 }
 
 /* The folder a new backup's part file lands in, for the space check. */
@@ -111,6 +114,46 @@ static int place_file(const char *part, const char *path, const uint8_t *stmt, s
 	return rc;
 }
 
+/* BACKUP_BEGIN, reconnecting after a lost connection; *out the answer. */
+static int begin_call(bk_device *dev, const char *body, json_t **out, int64_t reconnect_ms,
+                      bk_wire_progress *prog, unsigned *reconnects)
+{
+	char *reply = NULL;
+	int rc;
+	*out = NULL;
+	for (;;) {
+		rc = bk_device_call(dev, BK_DEVICE_BACKUP_BEGIN, body, &reply,
+		                    bk_deadline_in(BEGIN_TIMEOUT_MS));
+		if (rc == 0 || !bk_wire__retryable(rc))
+			break;
+		if ((rc = bk_wire__reconnect(dev, bk_deadline_in(reconnect_ms), prog)))
+			break;
+		(*reconnects)++;
+	}
+	if (rc == 0 && (*out = json_loads(reply, 0, NULL)) == NULL)
+		rc = bk__error_set(BK_EFORMAT, "bad-answer", "unit %s: malformed BACKUP_BEGIN answer",
+		                   bk_device_serial(dev));
+	bk_free(reply);
+	return rc;
+}
+
+/* The size, header size and statement of a complete BACKUP_BEGIN answer. */
+static int begin_fields(bk_device *dev, const json_t *ans, uint64_t *size, uint64_t *header,
+                        const char **stext, size_t *stext_len)
+{
+	json_t *js = json_object_get(ans, "size"), *jh = json_object_get(ans, "header_size");
+	*stext = json_string_value(json_object_get(ans, "statement"));
+	*stext_len = json_string_length(json_object_get(ans, "statement"));
+	if (*stext == NULL || !json_is_integer(js) || !json_is_integer(jh) ||
+	    json_integer_value(js) <= 0 || json_integer_value(jh) <= 0 ||
+	    (uint64_t)json_integer_value(js) >= STREAM_LIMIT)
+		return bk__error_set(BK_EFORMAT, "bad-answer",
+		                     "unit %s: malformed BACKUP_BEGIN answer", bk_device_serial(dev));
+	*size = (uint64_t)json_integer_value(js);
+	*header = (uint64_t)json_integer_value(jh);
+	return 0;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -152,7 +195,7 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	    opts->reconnect_ms > 0 ? opts->reconnect_ms : BK_WIRE_RECONNECT_MS_DEFAULT;
 
 	/* Preflight: the unit, its battery, the recipients. */
-	if ((rc = bk_device_info_get(dev, &info, 0)))
+	if ((rc = bk_wire__info(dev, &info, reconnect_ms, &prog, &tx.reconnects)))
 		goto done;
 	int minb = bk_wire__min_battery(cfg, opts->min_battery);
 	if (info->battery < minb) {
@@ -191,41 +234,34 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	/* The unit makes (or still keeps) the backup. */
 	if ((rc = bk_wire__progress(&prog, "backup", 0, 0, 0, 1)))
 		goto done;
-	req = json_pack("{s:O, s:O?}", "recipients", rcpt, "domains", dl);
+	req = json_pack("{s:O, s:O?, s:b}", "recipients", rcpt, "domains", dl, "stream", 1);
 	if (req == NULL || (body = json_dumps(req, JSON_COMPACT)) == NULL) {
 		rc = bk__error_oom();
 		goto done;
 	}
-	for (;;) {
-		rc = bk_device_call(dev, BK_DEVICE_BACKUP_BEGIN, body, &reply,
-		                    bk_deadline_in(BEGIN_TIMEOUT_MS));
-		if (rc == 0 || !bk_wire__retryable(rc))
-			break;
-		if ((rc = bk_wire__reconnect(dev, bk_deadline_in(reconnect_ms), &prog)))
-			break;
-		tx.reconnects++;
-	}
-	if (rc)
+	if ((rc = begin_call(dev, body, &ans, reconnect_ms, &prog, &tx.reconnects)))
 		goto done;
-	ans = json_loads(reply, 0, NULL);
 	id = json_string_value(json_object_get(ans, "id"));
-	stext = json_string_value(json_object_get(ans, "statement"));
-	stext_len = json_string_length(json_object_get(ans, "statement"));
-	json_t *js = json_object_get(ans, "size"), *jh = json_object_get(ans, "header_size");
-	if (id == NULL || !bk_backup__valid_id(id) || stext == NULL || !json_is_integer(js) ||
-	    !json_is_integer(jh) || json_integer_value(js) <= 0 || json_integer_value(jh) <= 0) {
+	if (id == NULL || !bk_backup__valid_id(id)) {
 		rc = bk__error_set(BK_EFORMAT, "bad-answer",
 		                   "unit %s: malformed BACKUP_BEGIN answer", serial);
 		goto done;
 	}
-	size = (uint64_t)json_integer_value(js);
-	header = (uint64_t)json_integer_value(jh);
-	if ((rc = bk_statement_parse(&st, stext, stext_len)) ||
-	    (rc = check_statement(cfg, dev, info, st, size, header))) {
-		bk__error_prefix(rc, "unit %s", serial);
-		goto done;
+	/* A streaming unit sends the bytes while it makes them; the size and
+	 * the statement come with a BACKUP_BEGIN after the end of the data. */
+	int streaming = json_is_true(json_object_get(ans, "streaming"));
+	if (streaming) {
+		size = STREAM_LIMIT;
+	} else {
+		if ((rc = begin_fields(dev, ans, &size, &header, &stext, &stext_len)))
+			goto done;
+		if ((rc = bk_statement_parse(&st, stext, stext_len)) ||
+		    (rc = check_statement(cfg, dev, info, st, size, header))) {
+			bk__error_prefix(rc, "unit %s", serial);
+			goto done;
+		}
+		tx.size = size;
 	}
-	tx.size = size;
 
 	/* Where it goes. */
 	if (opts->output) {
@@ -277,13 +313,15 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	/* The transfer, resumed after every lost connection. */
 	bk_device_xfer_opts xo = BK_DEVICE_XFER_OPTS_INIT;
 	xo.id = id;
-	pull_sink ps = {fd, part, size, 0, 0, &prog, &done};
+	pull_sink ps = {fd, part, size, streaming ? estimate : size, 0, 0, &prog, &done};
 	int64_t t0 = now_ms();
 	while (done < size) {
 		uint64_t got = 0;
 		rc = bk_device_read_range(dev, BK_DEVICE_BACKUP_READ, done, size - done, sink, &ps,
 		                          &xo, &got);
 		done += got;
+		if (rc == 0 && streaming)
+			break; /* the short answer at the end */
 		if (rc == 0 && done < size)
 			rc = bk__error_set(BK_EVERIFY, "payload-truncated",
 			                   "unit %s ended the backup after %llu of %llu bytes",
@@ -299,6 +337,32 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	tx.seconds = (double)(now_ms() - t0) / 1000.0;
 	if (rc)
 		goto done;
+	if (streaming) {
+		/* The whole file is here: its size and statement. */
+		json_t *first = ans;
+		ans = NULL;
+		rc = begin_call(dev, body, &ans, reconnect_ms, &prog, &tx.reconnects);
+		const char *id2 = ans ? json_string_value(json_object_get(ans, "id")) : NULL;
+		if (rc == 0 && (id2 == NULL || strcmp(id2, id) != 0 ||
+		                json_is_true(json_object_get(ans, "streaming"))))
+			rc = bk__error_set(BK_EFORMAT, "bad-answer",
+			                   "unit %s: the backup it streamed is gone", serial);
+		json_decref(first); /* `id` now points into `ans` */
+		id = id2;
+		if (rc == 0)
+			rc = begin_fields(dev, ans, &size, &header, &stext, &stext_len);
+		if (rc == 0 && size != done)
+			rc = bk__error_set(BK_EVERIFY, "payload-truncated",
+			                   "unit %s streamed %llu bytes and announces %llu", serial,
+			                   (unsigned long long)done, (unsigned long long)size);
+		if (rc == 0 && (rc = bk_statement_parse(&st, stext, stext_len)) == 0)
+			rc = check_statement(cfg, dev, info, st, size, header);
+		if (rc) {
+			bk__error_prefix(rc, "unit %s", serial);
+			goto done;
+		}
+		tx.size = size;
+	}
 	if (fsync(fd) != 0) {
 		rc = bk__error_errno(errno, "%s: fsync", part);
 		goto done;

@@ -13,6 +13,8 @@
 
 #include <sodium.h>
 
+#include <libbackup/identity.h>
+
 #include "libbackup/wire/wire_internal.h"
 
 #define COMMIT_TIMEOUT_MS 600000
@@ -180,6 +182,62 @@ done:
 	return rc;
 }
 
+/* A sealed file: already encrypted to the unit, sent as it is. Checks that
+ * it starts with a complete age header and that the payload after it has
+ * the size the statement names; *out_size gets the file's size. */
+static int sealed_check(const bk_backup *b, const bk_statement_view *v, uint64_t *out_size,
+                        uint8_t **out_hdr, size_t *out_hdr_len)
+{
+	uint64_t hl = 0;
+	struct stat sb;
+	bk_stream *in = NULL;
+	bk_age_decrypt_opts dopts = BK_AGE_DECRYPT_OPTS_INIT;
+	int rc = bk_identity_age_file_check(bk_backup_path(b), &hl);
+	if (rc == 0 && (rc = bk_stream_file_open(&in, bk_backup_path(b))) == 0)
+		rc = bk_age_header_read(out_hdr, out_hdr_len, in, &dopts, BK_DEADLINE_NONE);
+	bk_stream_free(in);
+	if (rc == 0 && *out_hdr_len != hl)
+		rc = bk__error_set(BK_EFORMAT, "bad-header", "age header of unclear length");
+	if (rc)
+		return bk__error_prefix(rc, "%s", bk_backup_path(b));
+	if (stat(bk_backup_path(b), &sb) != 0)
+		return bk__error_errno(errno, "%s", bk_backup_path(b));
+	if ((uint64_t)sb.st_size < hl || (uint64_t)sb.st_size - hl != v->payload_size)
+		return bk__error_set(BK_EVERIFY, "payload-truncated",
+		                     "%s: the payload is not the %llu bytes its statement names",
+		                     bk_backup_path(b), (unsigned long long)v->payload_size);
+	*out_size = (uint64_t)sb.st_size;
+	return 0;
+}
+
+/* Whether the unit holds a whole staging of this very file (a run that
+ * stopped between the transfer and the commit): RESTORE_STATUS with the same
+ * statement, header and size, and every byte received. */
+static int staged_whole(bk_device *dev, const bk_statement *st, uint64_t size,
+                        const char *header_digest, int *out)
+{
+	size_t slen = 0;
+	const uint8_t *s = bk_statement_bytes(st, &slen);
+	char *reply = NULL;
+	*out = 0;
+	int rc = bk_device_call(dev, BK_DEVICE_RESTORE_STATUS, NULL, &reply, 0);
+	if (rc)
+		return rc;
+	json_t *a = json_loads(reply, 0, NULL);
+	json_t *jst = json_object_get(a, "statement");
+	json_t *jsz = json_object_get(a, "size"), *jrx = json_object_get(a, "received");
+	if (json_is_true(json_object_get(a, "active")) && json_is_string(jst) &&
+	    json_string_length(jst) == slen && memcmp(json_string_value(jst), s, slen) == 0 &&
+	    json_is_integer(jsz) && (uint64_t)json_integer_value(jsz) == size &&
+	    json_is_integer(jrx) && (uint64_t)json_integer_value(jrx) == size &&
+	    json_string_value(json_object_get(a, "header_digest")) &&
+	    strcmp(json_string_value(json_object_get(a, "header_digest")), header_digest) == 0)
+		*out = 1;
+	json_decref(a);
+	bk_free(reply);
+	return 0;
+}
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
@@ -187,13 +245,16 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* RESTORE_BEGIN: returns the bytes the unit already holds. */
-static int begin(bk_device *dev, uint64_t size, const bk_statement *st, uint64_t *received)
+/* RESTORE_BEGIN: returns the bytes the unit already holds. `header_digest`
+ * names the header sent (the unit keeps a staging only for the same one: a
+ * new re-wrap of the same backup starts over). */
+static int begin(bk_device *dev, uint64_t size, const bk_statement *st,
+                 const char *header_digest, uint64_t *received)
 {
 	size_t slen = 0;
 	const uint8_t *s = bk_statement_bytes(st, &slen);
-	json_t *req =
-	    json_pack("{s:I, s:s%}", "size", (json_int_t)size, "statement", (const char *)s, slen);
+	json_t *req = json_pack("{s:I, s:s%, s:s}", "size", (json_int_t)size, "statement",
+	                        (const char *)s, slen, "header_digest", header_digest);
 	char *body = req ? json_dumps(req, JSON_COMPACT) : NULL, *reply = NULL;
 	int rc = body ? 0 : bk__error_oom();
 	if (rc == 0)
@@ -216,10 +277,13 @@ static int begin(bk_device *dev, uint64_t size, const bk_statement *st, uint64_t
 	return rc;
 }
 
-/* RESTORE_COMMIT; the unit's digests in *out. */
-static int commit(bk_device *dev, bk_domain_digests *out, char **out_json)
+/* RESTORE_COMMIT; the unit's digests in *out, the manifest digest it names
+ * in md (*has_md 0 when the answer names none). */
+static int commit(bk_device *dev, bk_domain_digests *out, char **out_json,
+                  uint8_t md[BK_ARCHIVE_DIGEST_LEN], int *has_md)
 {
 	char *reply = NULL;
+	*has_md = 0;
 	int rc = bk_device_call(dev, BK_DEVICE_RESTORE_COMMIT, NULL, &reply,
 	                        bk_deadline_in(COMMIT_TIMEOUT_MS));
 	if (rc == 0) {
@@ -228,11 +292,60 @@ static int commit(bk_device *dev, bk_domain_digests *out, char **out_json)
 		rc = d ? bk_domain_digests_from_json(d, out)
 		       : bk__error_set(BK_EFORMAT, "bad-answer", "unit %s: malformed commit answer",
 		                       bk_device_serial(dev));
-		if (rc == 0 && (*out_json = bk__strdup(reply)) == NULL)
-			rc = bk__error_oom();
+		const char *mh = json_string_value(json_object_get(a, "manifest_digest"));
+		if (rc == 0 && mh && strlen(mh) == 2 * BK_ARCHIVE_DIGEST_LEN &&
+		    bk_hex_decode(md, BK_ARCHIVE_DIGEST_LEN, mh) == 0)
+			*has_md = 1;
+		if (rc == 0) {
+			char *s = json_dumps(d, JSON_COMPACT);
+			*out_json = s ? bk__strdup(s) : NULL;
+			free(s);
+			if (*out_json == NULL)
+				rc = bk__error_oom();
+		}
 		json_decref(a);
 	}
 	bk_free(reply);
+	return rc;
+}
+
+/* After a sealed commit: the manifest the unit names must be the statement's,
+ * and the memory the unit reports now (INFO) the one it reported at commit. */
+static int sealed_compare(bk_device *dev, const bk_statement *st, const bk_domain_digests *unit_d,
+                          const uint8_t unit_md[BK_ARCHIVE_DIGEST_LEN], int has_md,
+                          bk_restore_report *out, char **unit_json)
+{
+	bk_statement_info si;
+	bk_device_info *info = NULL;
+	bk_domain_digests now;
+	const char *serial = bk_device_serial(dev);
+	bk_statement_info_get(st, &si);
+	int md_match = has_md && sodium_memcmp(unit_md, si.manifest_digest,
+	                                       BK_ARCHIVE_DIGEST_LEN) == 0;
+	if (out) {
+		out->domains_json = *unit_json;
+		*unit_json = NULL;
+		out->digests_match = md_match;
+	}
+	if (!has_md)
+		return bk__error_set(BK_EVERIFY, "digest-mismatch",
+		                     "unit %s does not name the manifest it committed", serial);
+	if (!md_match)
+		return bk__error_set(BK_EVERIFY, "digest-mismatch",
+		                     "unit %s committed a manifest other than the backup's statement "
+		                     "names",
+		                     serial);
+	int rc = bk_device_info_get(dev, &info, 0);
+	if (rc == 0)
+		rc = info_digests(info, &now);
+	if (rc == 0 && !bk_domain_digests_equal(&now, unit_d)) {
+		if (out)
+			out->digests_match = 0;
+		rc = bk__error_set(BK_EVERIFY, "digest-mismatch",
+		                   "unit %s reports memory digests other than those of its commit",
+		                   serial);
+	}
+	bk_device_info_free(info);
 	return rc;
 }
 
@@ -244,7 +357,9 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	bk_manifest *man = NULL;
 	uint8_t *hdr = NULL;
 	size_t hdr_len = 0;
-	uint64_t old_len = 0, received = 0, done = 0;
+	uint64_t old_len = 0, received = 0, done = 0, size = 0;
+	uint8_t unit_md[BK_ARCHIVE_DIGEST_LEN];
+	int has_md = 0;
 	char *unit_json = NULL;
 	bk_domain_digests unit_d;
 	bk_wire_progress prog;
@@ -279,7 +394,7 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	bk_statement_get(st, &v);
 
 	/* The unit. */
-	if ((rc = bk_device_info_get(dev, &info, 0)))
+	if ((rc = bk_wire__info(dev, &info, reconnect_ms, &prog, &tx.reconnects)))
 		goto done;
 	if (strcmp(info->cert_status, "valid") != 0) {
 		rc = bk__error_set(BK_EAUTH, "certificate-inconsistent",
@@ -309,8 +424,21 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 		                   serial, info->battery, minb);
 		goto done;
 	}
-	if ((rc = prepare(cfg, b, st, opts, info, serial, &man, &hdr, &hdr_len, &old_len)))
-		goto done;
+	if (opts->sealed) {
+		if ((rc = sealed_check(b, &v, &size, &hdr, &hdr_len)))
+			goto done;
+		old_len = hdr_len; /* the header goes as it is */
+	} else {
+		if ((rc = prepare(cfg, b, st, opts, info, serial, &man, &hdr, &hdr_len, &old_len)))
+			goto done;
+		size = hdr_len + v.payload_size;
+	}
+	char hdr_hex[2 * crypto_generichash_BYTES + 1];
+	{
+		uint8_t hd[crypto_generichash_BYTES];
+		crypto_generichash(hd, sizeof(hd), hdr, hdr_len, NULL, 0);
+		bk_hex_encode(hdr_hex, hd, sizeof(hd));
+	}
 	if (out) {
 		bk_strlcpy(out->backup_id, v.backup_id, sizeof(out->backup_id));
 		bk_strlcpy(out->serial, serial, sizeof(out->serial));
@@ -321,7 +449,7 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	bk_domain_digests have;
 	if ((rc = info_digests(info, &have)))
 		goto done;
-	if (bk_manifest_count(man) > 0 &&
+	if (man && bk_manifest_count(man) > 0 &&
 	    bk_domain_digests_equal(&have, bk_manifest_domains(man))) {
 		json_t *j = NULL;
 		unit_d = have;
@@ -333,7 +461,14 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 		free(s);
 		goto compare;
 	}
-	if (holds_memory(info) && !opts->overwrite) {
+	/* A sealed file's manifest is unknown here: a unit that holds a memory
+	 * takes it only with `overwrite`, or when a stopped run left this very
+	 * file whole in its staging (that run was allowed to replace it). */
+	int staged = 0;
+	if (holds_memory(info) && !opts->overwrite && opts->sealed &&
+	    (rc = staged_whole(dev, st, size, hdr_hex, &staged)))
+		goto done;
+	if (holds_memory(info) && !opts->overwrite && !staged) {
 		rc = bk__error_set(BK_EEXIST, "unit-has-memory",
 		                   "unit %s already holds a memory; restoring would replace it "
 		                   "(--overwrite)",
@@ -342,7 +477,6 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	}
 
 	/* The transfer. */
-	uint64_t size = hdr_len + v.payload_size;
 	tx.size = size;
 	fd = open(bk_backup_path(b), O_RDONLY | O_CLOEXEC);
 	if (fd < 0) {
@@ -354,7 +488,7 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	int64_t t0 = now_ms();
 	bool first = true;
 	for (;;) {
-		rc = begin(dev, size, st, &received);
+		rc = begin(dev, size, st, hdr_hex, &received);
 		if (rc == 0) {
 			if (first) {
 				tx.start = received;
@@ -385,7 +519,7 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 	if ((rc = bk_wire__progress(&prog, "commit", 1, 0, 0, 1)))
 		goto done;
 	for (int attempt = 0;; attempt++) {
-		rc = commit(dev, &unit_d, &unit_json);
+		rc = commit(dev, &unit_d, &unit_json, unit_md, &has_md);
 		if (rc == 0 || !bk_wire__retryable(rc) || attempt >= 3)
 			break;
 		if ((rc = bk_wire__reconnect(dev, bk_deadline_in(reconnect_ms), &prog)))
@@ -395,7 +529,7 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 		info = NULL;
 		if ((rc = bk_device_info_get(dev, &info, 0)) || (rc = info_digests(info, &have)))
 			break;
-		if (bk_domain_digests_equal(&have, bk_manifest_domains(man))) {
+		if (man && bk_domain_digests_equal(&have, bk_manifest_domains(man))) {
 			json_t *j = NULL;
 			unit_d = have;
 			if ((rc = bk_domain_digests_to_json(&have, &j)))
@@ -407,8 +541,18 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 			break;
 		}
 		/* Not committed: the staging is still whole after a power loss. */
-		if ((rc = begin(dev, size, st, &received)))
+		if ((rc = begin(dev, size, st, hdr_hex, &received)))
 			break;
+		if (received != size && opts->sealed) {
+			/* The staging is gone: committed, most likely, but a sealed
+			 * memory cannot be recognised by its digests. */
+			rc = bk__error_set(BK_EDISCONNECTED, "restore-interrupted",
+			                   "unit %s: the connection was lost during the commit and "
+			                   "its outcome is unknown; run the command again with "
+			                   "--overwrite",
+			                   serial);
+			break;
+		}
 		if (received != size) {
 			rc = bk__error_set(BK_EDISCONNECTED, "restore-interrupted",
 			                   "unit %s lost part of the restore (%llu of %llu bytes); "
@@ -423,6 +567,12 @@ int bk_restore_push(const bk_config *cfg, bk_device *dev, const char *backup,
 compare:
 	if (unit_json == NULL) {
 		rc = bk__error_oom();
+		goto done;
+	}
+	if (opts->sealed) {
+		if ((rc = sealed_compare(dev, st, &unit_d, unit_md, has_md, out, &unit_json)))
+			goto done;
+		rc = bk_wire__progress(&prog, "commit", 1, 1, 1, 1);
 		goto done;
 	}
 	if (out) {

@@ -42,6 +42,11 @@ int bk_wire__recipients(json_t **out, const bk_config *cfg, const char *const *l
 int bk_wire__reconnect(bk_device *dev, bk_deadline until, bk_wire_progress *p);
 /* Whether `rc` is a lost connection worth reconnecting for. */
 int bk_wire__retryable(int rc);
+/* INFO, reconnecting (until `reconnect_ms` from now) when the connection
+ * was lost; a reconnect to another unit fails with BK_EAUTH
+ * "serial-mismatch". Counts reconnects in *reconnects. */
+int bk_wire__info(bk_device *dev, bk_device_info **out, int64_t reconnect_ms, bk_wire_progress *p,
+                  unsigned *reconnects);
 
 /* The lowest battery level accepted. */
 int bk_wire__min_battery(const bk_config *cfg, int given);

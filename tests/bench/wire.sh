@@ -1,19 +1,22 @@
 #!/bin/bash
 # Backup pull and restore push over TCP loopback against `pack` of the same
-# memory folder, with peak RSS, one unit against four in parallel (not run
+# memory folder and the bare Noise channel (bk-bench-channel), all measured
+# in the same run, with peak RSS, one unit against four in parallel (not run
 # by ctest).
 #
-#   tests/bench/wire.sh [BUILD_DIR]
+#   tests/bench/wire.sh [BUILD_DIR] [MIB]
 #
-# BK_BENCH_MB sets the memory size (default 1024 MiB; four units of a
-# quarter each for the parallel run). The work folder is made under $TMPDIR
-# and needs about four times the size.
+# MIB (or BK_BENCH_MB) sets the memory size (default 1024 MiB; four units of
+# a quarter each for the parallel run). The work folder is made under
+# $TMPDIR and needs about four times the size. Targets: backup and restore
+# at least 0.8 x the lower of the channel and pack; four units at once at
+# least 1.6 x one. The machine may be shared: compare ratios of one run.
 set -euo pipefail
 
 BUILD=${1:-build}
 AR=$BUILD/cli/aibo-restore
 VDEV=$BUILD/device/virtual/aibo-vdev
-MB=${BK_BENCH_MB:-1024}
+MB=${2:-${BK_BENCH_MB:-1024}}
 [ -x "$AR" ] && [ -x "$VDEV" ] || { echo "wire.sh: build the tree first ($BUILD)" >&2; exit 2; }
 
 W=$(mktemp -d "${TMPDIR:-/tmp}/bk-bench-wire.XXXXXX")
@@ -47,6 +50,14 @@ rss_time "$W/t.pack" "$AR" pack --serial BENCH-SRC --model ERS-1000 --fw-version
 rss_time "$W/t.backup" "$AR" --json backup "$src" -o "$W/pull.aibk"
 "$AR" --json backup "$src" -o "$W/pull2.aibk" >"$W/pull.json"
 rss_time "$W/t.restore" "$AR" restore "$dst" "$W/pull.aibk"
+# The bare channel, same size, same moment.
+chan=""
+if [ -x "$BUILD/tests/bk-bench-channel" ]; then
+	chan=$("$BUILD/tests/bk-bench-channel" "$MB" |
+		sed -n 's/^Noise channel over TCP loopback (vs AEAD) *\([0-9.]*\).*/\1/p')
+	# MB/s (10^6) to MiB/s.
+	chan=$(python3 -c "print('%.1f' % ($chan * 1e6 / 1048576))")
+fi
 "$AR" --json restore "$dst" "$W/pull.aibk" --overwrite >"$W/push.json" || true
 file=$(stat -c %s "$W/pull.aibk")
 read -r tp rp <"$W/t.pack"
@@ -63,6 +74,16 @@ printf '%-34s %8s s %9s MiB/s (file)\n' \
 	"  of which the channel transfer" "$xfer" "$(mbps "$file" "$xfer")"
 printf '%-34s %8s s %9s MiB/s (memory) %8s KiB peak RSS\n' \
 	"restore push (unit commits)" "$tr" "$(mbps "$bytes" "$tr")" "$rr"
+[ -n "$chan" ] && printf '%-34s %10s %9s MiB/s\n' "Noise channel alone (loopback)" "" "$chan"
+python3 - "$(mbps "$bytes" "$tp")" "${chan:-0}" "$(mbps "$bytes" "$tb")" "$(mbps "$bytes" "$tr")" <<'PY'
+import sys
+pack, chan, pull, push = map(float, sys.argv[1:])
+ref = min(pack, chan) if chan > 0 else pack
+what = "pack" if ref == pack else "channel"
+for name, v in (("backup", pull), ("restore", push)):
+    print("%-34s %9.2f x %s (target >= 0.80): %s" % (name + " / reference", v / ref, what,
+          "met" if v >= 0.8 * ref else "NOT met"))
+PY
 
 # Four units of a quarter each, in parallel.
 q=$((MB / 4))
@@ -83,3 +104,10 @@ printf '%-34s %8s s %9s MiB/s (memory) %8s KiB peak RSS\n' \
 	"backup pull, four units at once" "$t4" "$(mbps "$b4" "$t4")" "$r4"
 printf '%-34s %8s s %9s MiB/s (memory) %8s KiB peak RSS\n' \
 	"restore push, four units at once" "$t4r" "$(mbps "$b4" "$t4r")" "$r4r"
+python3 - "$(mbps "$bytes" "$tb")" "$(mbps "$b4" "$t4")" "$(mbps "$bytes" "$tr")" "$(mbps "$b4" "$t4r")" <<'PY'
+import sys
+one_b, four_b, one_r, four_r = map(float, sys.argv[1:])
+for name, one, four in (("backup", one_b, four_b), ("restore", one_r, four_r)):
+    print("%-34s %9.2f x one unit (target >= 1.60): %s" % (name + ", four units", four / one,
+          "met" if four >= 1.6 * one else "NOT met"))
+PY

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The repair job end to end: aibo-restore repair against virtual units and the
-# API simulator, from a unit and from a backup file;
+# API simulator, from a unit, from a backup file and from a cloud backup;
 # re-running a ticket, stops and resume, abort, held backups, locks, the
 # audit chain, and the refusals preflight makes.
 set -euo pipefail
@@ -91,6 +91,18 @@ expect_exit 0 "repair from the backup file (the old unit is gone)" "$AR" --json 
 check "file: complete" test "$(json_get "$tmp/out" 'd["state"]')" = complete
 check "file: same memory" lab_same_memory 2
 check "file: the backup file is unchanged" "$AR" verify "$tmp/old2.aibk"
+
+# --- 3. From a cloud backup ----------------------------------------------------------
+lab_pair 3
+escrow=$(age-keygen -y "$lab/pki/cloud-escrow.identity")
+expect_exit 0 "old-3 backs up for the cloud escrow key" "$AR" --progress=none backup "${uri[old-3]}" -r "$escrow" -o "$tmp/cloud3.aibk"
+"$SIM" add-backup --db "$lab/cloud.db" --serial OLD-3 --id cb-3 --schema 3 "$tmp/cloud3.aibk" >/dev/null
+lab_down old-3
+expect_exit 0 "repair from the cloud backup" "$AR" --json --progress=none \
+  repair --ticket T-3 --cloud-backup cb-3 --to "${uri[new-3]}"
+check "cloud: complete" test "$(json_get "$tmp/out" 'd["state"]')" = complete
+check "cloud: same memory" lab_same_memory 3
+check "cloud: one reassignment" test "$(lab_reassignments 3)" = 1
 
 # --- 4. Stop, repair again (continues), locks, holds, abort -------------------------
 lab_pair 4
