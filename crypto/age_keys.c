@@ -493,6 +493,8 @@ int bk_age_identities_parse_file(bk_age_identities *set, const uint8_t *text, si
 		if (n > 0 && text[pos] != '#') {
 			bk_age_identity *id = NULL;
 			rc = bk_age_identity_parse(&id, (const char *)text + pos, n);
+			if (rc == BK_ENOMEM)
+				goto done;
 			if (rc) {
 				rc = bk__error_set(BK_EFORMAT, "identity-invalid",
 				                   "%s: line %zu is not an age identity", what,

@@ -374,7 +374,9 @@ static int read_header(age_src *s, bk_age__hdr *h, bk_buf *raw)
 			if (rc)
 				return rc;
 		}
-		int rc = bk_age__hdr_line(h, raw->data + start, raw->len - start);
+		/* An empty first line: no bytes were stored yet (data is NULL). */
+		int rc = bk_age__hdr_line(h, raw->data ? raw->data + start : (const uint8_t *)"",
+		                          raw->len - start);
 		if (rc == 0)
 			rc = bk_buf_put_u8(raw, '\n');
 		if (rc)

@@ -230,6 +230,15 @@ static int write_hs(bk_channel *ch, bk_noise_handshake *hs, const uint8_t *paylo
 	size_t n = 0;
 	int rc = bk_noise_handshake_write_message(hs, payload, len, ch->sbuf + BK_FRAME_HEADER_LEN,
 	                                          BK_FRAME_MAX, &n);
+	/* Writing mixes in a DH with the peer's keys: one that fails (a
+	 * low-order point) is the peer's doing, a refusal like a bad message. */
+	if (rc == BK_EVERIFY) {
+		char why[256];
+		bk_strlcpy(why, bk_error_last()->message ? bk_error_last()->message : "",
+		           sizeof(why));
+		return bk__error_set(BK_EAUTH, "bad-handshake",
+		                     "handshake refused: the peer's key cannot be used (%s)", why);
+	}
 	if (rc == 0)
 		rc = send_frame(ch, n, d);
 	return rc;

@@ -282,7 +282,10 @@ int bk_statement_parse(bk_statement **out, const void *data, size_t len)
 		goto done;
 	}
 	memcpy(st->signature, sig, sig_len);
-	if (bk_cert_parse(&st->cert, cert, cert_len) != 0) {
+	rc = bk_cert_parse(&st->cert, cert, cert_len);
+	if (rc == BK_ENOMEM)
+		goto done;
+	if (rc != 0) {
 		rc = invalid("statement: the producer's certificate is malformed%s", "");
 		goto done;
 	}

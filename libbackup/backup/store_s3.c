@@ -7,8 +7,18 @@
  * multipart upload whose progress is journalled beside the part file
  * (`<part>.upload`), so a second put of the same id resumes it (the server's
  * ListParts answer is preferred; the journal serves servers without it).
- * Reads download to a local cache with ranged requests, resuming a partial
- * download. */
+ *
+ * Reads take one of two paths:
+ * - bk_store__s3_open_reader() streams: ranged GETs whose bodies are read
+ *   as they arrive through a bounded buffer, resumed with a Range request
+ *   after a cut connection. For readers that go through a backup once from
+ *   its start (verify, extract, inspect, payload digests).
+ * - get_path downloads into the local cache (`<id>.aibk.dl`, renamed when
+ *   whole), resuming with Range after a cut connection and, in a later
+ *   command, after a killed one. A restore needs this: it sends the payload
+ *   to the unit by offset, from wherever the unit's RESTORE_STATUS says it
+ *   stopped, again after every reconnection, so it needs random access to a
+ *   file that stays put for the whole job (and for `resume` later). */
 #include <curl/curl.h>
 #include <dirent.h>
 #include <errno.h>
@@ -139,6 +149,10 @@ typedef struct s3_req {
 	bk_buf *out_buf;     /* otherwise here (when not NULL) */
 	size_t out_max;
 	uint64_t range_from; /* GET: from this offset (0: whole object) */
+	/* GET: a 2xx body goes to this sink instead (it may return
+	 * CURL_WRITEFUNC_PAUSE, or 0 to abort the transfer) */
+	size_t (*sink)(void *arg, const char *data, size_t n);
+	void *sink_arg;
 	/* results */
 	long status;
 	char etag[128];
@@ -177,6 +191,8 @@ static size_t on_write(char *data, size_t size, size_t nmemb, void *p)
 			return 0;
 		return n;
 	}
+	if (io->r->sink)
+		return io->r->sink(io->r->sink_arg, data, n);
 	if (io->r->out_file) {
 		if (fwrite(data, 1, n, io->r->out_file) != n) {
 			io->file_failed = errno ? errno : EIO;
@@ -207,64 +223,77 @@ static size_t on_header(char *data, size_t size, size_t nitems, void *p)
 	return n;
 }
 
-static int s3_do(s3_store *s, s3_req *r)
-{
-	CURL *curl = NULL;
-	struct curl_slist *hdrs = NULL;
-	bk_buf url = {0};
+/* The state of one request being prepared or run. */
+typedef struct s3_xfer {
+	CURL *curl;
+	struct curl_slist *hdrs;
+	bk_buf url;
 	io_ctx io;
-	char line[160], sigv4[128], hash_hex[65], range[64];
+	char sigv4[128];
+	char range[64];
+} s3_xfer;
+
+static void xfer_clear(s3_xfer *x)
+{
+	bk_buf_free(&x->io.err);
+	curl_slist_free_all(x->hdrs);
+	curl_easy_cleanup(x->curl);
+	bk_buf_free(&x->url);
+	memset(x, 0, sizeof(*x));
+}
+
+/* Makes the easy handle of request `r` in `x` (cleared first): the URL, the
+ * SigV4 signature and the callbacks. `x` must not move until it is cleared. */
+static int xfer_prepare(s3_store *s, s3_req *r, s3_xfer *x)
+{
+	char line[160], hash_hex[65];
 	uint8_t hash[crypto_hash_sha256_BYTES];
 	int rc = 0;
-	memset(&io, 0, sizeof(io));
-	io.r = r;
+	memset(x, 0, sizeof(*x));
+	x->io.r = r;
 	r->status = 0;
 	r->etag[0] = r->err_code[0] = '\0';
 	r->length = 0;
 
-	if ((rc = bk_buf_printf(&url, "%s/", s->endpoint)) || (rc = url_encode(&url, s->bucket, false)))
-		goto done;
-	if (r->key && ((rc = bk_buf_put_u8(&url, '/')) || (rc = url_encode(&url, r->key, true))))
-		goto done;
-	if (r->query && r->query[0] && (rc = bk_buf_printf(&url, "?%s", r->query)))
-		goto done;
-	if ((rc = bk_buf_cstr(&url)))
-		goto done;
+	if ((rc = bk_buf_printf(&x->url, "%s/", s->endpoint)) ||
+	    (rc = url_encode(&x->url, s->bucket, false)))
+		return rc;
+	if (r->key &&
+	    ((rc = bk_buf_put_u8(&x->url, '/')) || (rc = url_encode(&x->url, r->key, true))))
+		return rc;
+	if (r->query && r->query[0] && (rc = bk_buf_printf(&x->url, "?%s", r->query)))
+		return rc;
+	if ((rc = bk_buf_cstr(&x->url)))
+		return rc;
 
-	curl = curl_easy_init();
-	if (curl == NULL) {
-		rc = BK_ENOMEM;
-		goto done;
-	}
-	io.curl = curl;
+	CURL *curl = x->curl = curl_easy_init();
+	if (curl == NULL)
+		return BK_ENOMEM;
+	x->io.curl = curl;
 	crypto_hash_sha256(hash, r->body ? r->body : (const uint8_t *)"", r->body_len);
 	bk_hex_encode(hash_hex, hash, sizeof(hash));
 	snprintf(line, sizeof(line), "x-amz-content-sha256: %s", hash_hex);
-	struct curl_slist *h2 = curl_slist_append(hdrs, line);
-	if (h2 == NULL) {
-		rc = BK_ENOMEM;
-		goto done;
-	}
-	hdrs = h2;
-	snprintf(sigv4, sizeof(sigv4), "aws:amz:%s:s3", s->region);
-	curl_easy_setopt(curl, CURLOPT_URL, (const char *)url.data);
+	if ((x->hdrs = curl_slist_append(NULL, line)) == NULL)
+		return BK_ENOMEM;
+	snprintf(x->sigv4, sizeof(x->sigv4), "aws:amz:%s:s3", s->region);
+	curl_easy_setopt(curl, CURLOPT_URL, (const char *)x->url.data);
 	curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, sigv4);
+	curl_easy_setopt(curl, CURLOPT_AWS_SIGV4, x->sigv4);
 	curl_easy_setopt(curl, CURLOPT_USERNAME, s->access_key);
 	curl_easy_setopt(curl, CURLOPT_PASSWORD, (const char *)bk_secret_data(s->secret_key));
-	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, hdrs);
+	curl_easy_setopt(curl, CURLOPT_HTTPHEADER, x->hdrs);
 	curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 15L);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
 	curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, 60L);
 	curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &io);
+	curl_easy_setopt(curl, CURLOPT_WRITEDATA, &x->io);
 	curl_easy_setopt(curl, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(curl, CURLOPT_HEADERDATA, &io);
+	curl_easy_setopt(curl, CURLOPT_HEADERDATA, &x->io);
 	if (strcmp(r->method, "PUT") == 0) {
 		curl_easy_setopt(curl, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(curl, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(curl, CURLOPT_READDATA, &io);
+		curl_easy_setopt(curl, CURLOPT_READDATA, &x->io);
 		curl_easy_setopt(curl, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_len);
 	} else if (strcmp(r->method, "POST") == 0) {
 		curl_easy_setopt(curl, CURLOPT_POST, 1L);
@@ -275,42 +304,50 @@ static int s3_do(s3_store *s, s3_req *r)
 	} else if (strcmp(r->method, "DELETE") == 0) {
 		curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, "DELETE");
 	} else if (r->range_from > 0) {
-		snprintf(range, sizeof(range), "%llu-", (unsigned long long)r->range_from);
-		curl_easy_setopt(curl, CURLOPT_RANGE, range);
+		snprintf(x->range, sizeof(x->range), "%llu-", (unsigned long long)r->range_from);
+		curl_easy_setopt(curl, CURLOPT_RANGE, x->range);
 	}
+	return 0;
+}
 
-	CURLcode cc = curl_easy_perform(curl);
-	curl_easy_getinfo(curl, CURLINFO_RESPONSE_CODE, &r->status);
+/* After a transfer of `x` ended with `cc`: the answer's status, length and
+ * error code in its request, or the transport failure as the error. */
+static int xfer_result(s3_store *s, s3_xfer *x, CURLcode cc)
+{
+	s3_req *r = x->io.r;
+	curl_easy_getinfo(x->curl, CURLINFO_RESPONSE_CODE, &r->status);
 	curl_off_t cl = -1;
-	curl_easy_getinfo(curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+	curl_easy_getinfo(x->curl, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
 	r->length = cl > 0 ? (uint64_t)cl : 0;
-	if (io.file_failed) {
-		rc = bk__error_errno(io.file_failed, "s3 %s %s: write the download", r->method,
-				     r->key ? r->key : s->bucket);
-		goto done;
-	}
+	if (x->io.file_failed)
+		return bk__error_errno(x->io.file_failed, "s3 %s %s: write the download", r->method,
+				       r->key ? r->key : s->bucket);
 	if (cc != CURLE_OK) {
 		int code = cc == CURLE_OPERATION_TIMEDOUT ? BK_ETIMEOUT : BK_EAPI;
-		rc = bk__error_set(code, cc == CURLE_OPERATION_TIMEDOUT ? "s3-timeout" : "s3-unreachable",
-				   "s3 %s %s/%s: %s", r->method, s->endpoint, s->bucket,
-				   curl_easy_strerror(cc));
-		goto done;
+		return bk__error_set(code, cc == CURLE_OPERATION_TIMEDOUT ? "s3-timeout" : "s3-unreachable",
+				     "s3 %s %s/%s: %s", r->method, s->endpoint, s->bucket,
+				     curl_easy_strerror(cc));
 	}
-	if (r->status >= 300 && io.err.len) {
+	if (r->status >= 300 && x->io.err.len) {
 		size_t pos = 0;
-		if (bk_buf_cstr(&io.err) == 0) {
-			char *code = xml_take((const char *)io.err.data, io.err.len, &pos, "Code");
+		if (bk_buf_cstr(&x->io.err) == 0) {
+			char *code = xml_take((const char *)x->io.err.data, x->io.err.len, &pos, "Code");
 			if (code) {
 				bk_strlcpy(r->err_code, code, sizeof(r->err_code));
 				bk__free(code);
 			}
 		}
 	}
-done:
-	bk_buf_free(&io.err);
-	curl_slist_free_all(hdrs);
-	curl_easy_cleanup(curl);
-	bk_buf_free(&url);
+	return 0;
+}
+
+static int s3_do(s3_store *s, s3_req *r)
+{
+	s3_xfer x;
+	int rc = xfer_prepare(s, r, &x);
+	if (rc == 0)
+		rc = xfer_result(s, &x, curl_easy_perform(x.curl));
+	xfer_clear(&x);
 	return rc;
 }
 
@@ -379,7 +416,9 @@ static int s3_location(bk_store *st, const char *id, char **out)
 	return *out ? 0 : BK_ENOMEM;
 }
 
-static int head_object(s3_store *s, const char *key, int *exists, uint64_t *size)
+/* Whether `key` exists, and its size and ETag (each may be NULL). */
+static int head_object_etag(s3_store *s, const char *key, int *exists, uint64_t *size, char *etag,
+			    size_t etag_size)
 {
 	s3_req r;
 	memset(&r, 0, sizeof(r));
@@ -397,7 +436,14 @@ static int head_object(s3_store *s, const char *key, int *exists, uint64_t *size
 	*exists = 1;
 	if (size)
 		*size = r.length;
+	if (etag)
+		bk_strlcpy(etag, r.etag, etag_size);
 	return 0;
+}
+
+static int head_object(s3_store *s, const char *key, int *exists, uint64_t *size)
+{
+	return head_object_etag(s, key, exists, size, NULL, 0);
 }
 
 static int put_bytes(s3_store *s, const char *key, const char *query, const uint8_t *data,
@@ -732,41 +778,68 @@ done:
 	return rc;
 }
 
-/* Downloads `key` into `path`, resuming `path.dl` when one is there. */
+/* How often a read resumes after a cut connection or a 5xx answer without
+ * getting a byte further, and the pause before the n-th such attempt. */
+#define RESUME_TRIES 5
+static unsigned resume_pause_ms(unsigned n)
+{
+	return n == 0 ? 0 : 100u << (n < 5 ? n : 5);
+}
+
+/* Downloads `key` into `path`, resuming `path.dl` when one is there (left by
+ * an interrupted command) and, within this call, after a cut connection:
+ * every attempt asks for the bytes from the end of `path.dl` on. */
 static int download(s3_store *s, const char *key, const char *path)
 {
 	char *dl = bk__asprintf("%s.dl", path);
 	FILE *f = NULL;
 	int rc = 0;
 	struct stat sb;
+	uint64_t last = UINT64_MAX;
+	unsigned stuck = 0;
 	if (dl == NULL)
 		return BK_ENOMEM;
 	f = fopen(dl, "ab");
-	if (f == NULL || fstat(fileno(f), &sb) != 0) {
+	if (f == NULL) {
 		rc = bk__error_errno(errno, "%s: open", dl);
 		goto done;
 	}
-	s3_req r;
-	memset(&r, 0, sizeof(r));
-	r.method = "GET";
-	r.key = key;
-	r.out_file = f;
-	r.range_from = (uint64_t)sb.st_size;
-	if ((rc = s3_do(s, &r)))
-		goto done;
-	if (r.status == 416 && r.range_from > 0) {
-		/* Already whole (or the object changed): start over. */
-		r.range_from = 0;
-		if ((rc = s3_call(s, &r, "GET")))
+	for (;;) {
+		if (fflush(f) != 0 || fstat(fileno(f), &sb) != 0) {
+			rc = bk__error_errno(errno, "%s: write", dl);
 			goto done;
-	} else if (r.status == 200 && r.range_from > 0) {
-		/* The server sent everything: the body must replace the file. */
-		r.range_from = 0;
-		if ((rc = s3_call(s, &r, "GET")))
+		}
+		uint64_t have = (uint64_t)sb.st_size;
+		stuck = have == last ? stuck + 1 : 0;
+		last = have;
+		if (stuck >= RESUME_TRIES)
+			goto done; /* rc: the last failure */
+		usleep(1000u * resume_pause_ms(stuck));
+		s3_req r;
+		memset(&r, 0, sizeof(r));
+		r.method = "GET";
+		r.key = key;
+		r.out_file = f;
+		r.range_from = have;
+		rc = s3_do(s, &r);
+		if (rc == BK_EAPI || rc == BK_ETIMEOUT || (rc == 0 && r.status >= 500)) {
+			if (rc == 0)
+				rc = s3_fail(s, &r, "GET");
+			continue; /* cut or unavailable: resume from what arrived */
+		}
+		if (rc)
 			goto done;
-	} else if (r.status < 200 || r.status >= 300) {
-		rc = s3_fail(s, &r, "GET");
-		goto done;
+		if ((r.status == 416 || r.status == 200) && r.range_from > 0) {
+			/* 416: already whole, or the object changed; 200: the server
+			 * sent everything. Either way the body must replace the file. */
+			r.range_from = 0;
+			if ((rc = s3_call(s, &r, "GET")))
+				goto done;
+		} else if (r.status < 200 || r.status >= 300) {
+			rc = s3_fail(s, &r, "GET");
+			goto done;
+		}
+		break;
 	}
 	if (fflush(f) != 0 || fsync(fileno(f)) != 0) {
 		rc = bk__error_errno(errno, "%s: write", dl);
@@ -1189,6 +1262,312 @@ static const bk_store_ops s3_ops = {
 	.remove_part = s3_remove_part,
 	.release = s3_release,
 };
+
+/* --- Streaming reads --- */
+
+/* A reader of one object: a ranged GET whose body is taken from libcurl as
+ * it arrives into a bounded buffer (the transfer pauses while the buffer is
+ * full), and, after a cut connection or a 5xx answer, a new GET for the
+ * bytes from the first one not yet received. Every answer must carry the
+ * ETag the object had when the reader was opened. */
+#define READER_BUF (256u * 1024)
+#define READER_BUF_MAX (4u * 1024 * 1024)
+
+typedef struct s3_reader {
+	bk_stream base;
+	s3_store *s;
+	int own_store;
+	char *key;
+	uint64_t size;  /* the object's, from HEAD */
+	char etag[128]; /* the object's, from HEAD */
+	uint64_t pos;   /* offset of the next byte the transfer delivers */
+	uint8_t *buf;
+	size_t cap, head, len; /* buffered bytes: buf[head .. head + len) */
+	/* the transfer */
+	CURLM *multi;
+	s3_xfer x;
+	s3_req req;
+	bool active, paused, checked;
+	uint64_t skip; /* bytes of a 200 answer before `pos` to drop */
+	int sink_error; /* set by the sink: the answer is not the object's */
+	unsigned stuck; /* attempts in a row that delivered nothing */
+	uint64_t stuck_at;
+	uint64_t requests, pauses; /* counted for tests */
+} s3_reader;
+
+static size_t reader_sink(void *arg, const char *data, size_t n)
+{
+	s3_reader *rd = arg;
+	if (!rd->checked) {
+		/* The first bytes of an answer: is it the object we started with? */
+		if (rd->etag[0] && rd->req.etag[0] && strcmp(rd->etag, rd->req.etag) != 0) {
+			rd->sink_error = 1;
+			return 0;
+		}
+		long code = 0;
+		curl_easy_getinfo(rd->x.curl, CURLINFO_RESPONSE_CODE, &code);
+		rd->skip = code == 200 ? rd->req.range_from : 0;
+		rd->checked = true;
+	}
+	size_t drop = rd->skip < n ? (size_t)rd->skip : n;
+	rd->skip -= drop;
+	data += drop;
+	n -= drop;
+	if (n == 0)
+		return drop;
+	if (rd->pos + n > rd->size) {
+		rd->sink_error = 2;
+		return 0;
+	}
+	if (rd->cap - rd->head - rd->len < n && rd->head) {
+		memmove(rd->buf, rd->buf + rd->head, rd->len);
+		rd->head = 0;
+	}
+	if (rd->cap - rd->len < n) {
+		if (rd->len) {
+			/* libcurl delivers the whole chunk again after a pause,
+			 * so a callback that pauses consumes nothing */
+			rd->skip += drop;
+			rd->paused = true;
+			rd->pauses++;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+		if (n > READER_BUF_MAX) {
+			rd->sink_error = 4;
+			return 0;
+		}
+		uint8_t *nb = bk__realloc(rd->buf, n);
+		if (nb == NULL) {
+			rd->sink_error = 3;
+			return 0;
+		}
+		rd->buf = nb;
+		rd->cap = n;
+	}
+	memcpy(rd->buf + rd->head + rd->len, data, n);
+	rd->len += n;
+	rd->pos += n;
+	return drop + n;
+}
+
+static void reader_stop(s3_reader *rd)
+{
+	if (rd->x.curl && rd->multi)
+		curl_multi_remove_handle(rd->multi, rd->x.curl);
+	xfer_clear(&rd->x);
+	rd->active = rd->paused = false;
+}
+
+static int reader_start(s3_reader *rd)
+{
+	int rc;
+	memset(&rd->req, 0, sizeof(rd->req));
+	rd->req.method = "GET";
+	rd->req.key = rd->key;
+	rd->req.range_from = rd->pos;
+	rd->req.sink = reader_sink;
+	rd->req.sink_arg = rd;
+	rd->checked = false;
+	rd->skip = 0;
+	rd->sink_error = 0;
+	if ((rc = xfer_prepare(rd->s, &rd->req, &rd->x))) {
+		xfer_clear(&rd->x);
+		return rc;
+	}
+	if (curl_multi_add_handle(rd->multi, rd->x.curl) != CURLM_OK) {
+		xfer_clear(&rd->x);
+		return bk__error_set(BK_ERROR, NULL, "s3 GET %s: cannot start the transfer", rd->key);
+	}
+	rd->active = true;
+	rd->requests++;
+	return 0;
+}
+
+/* A finished transfer: 0 when the reader may go on (a resumable failure
+ * starts the next attempt on the next read), or the error. */
+static int reader_finished(s3_reader *rd, CURLcode cc)
+{
+	s3_store *s = rd->s;
+	int rc = xfer_result(s, &rd->x, cc);
+	int sink_error = rd->sink_error;
+	s3_req r = rd->req;
+	reader_stop(rd);
+	if (sink_error == 1)
+		return bk__error_set(BK_ERROR, "s3-object-changed",
+				     "s3://%s/%s: the object changed while it was read (etag %s, "
+				     "then %s)",
+				     s->bucket, rd->key, rd->etag, r.etag);
+	if (sink_error == 2)
+		return bk__error_set(BK_ERROR, "s3-object-changed",
+				     "s3://%s/%s: more bytes than the object's %llu", s->bucket,
+				     rd->key, (unsigned long long)rd->size);
+	if (sink_error == 3)
+		return BK_ENOMEM;
+	if (sink_error == 4)
+		return bk__error_set(BK_EAPI, "s3-bad-answer", "s3 GET %s: a chunk over %u bytes",
+				     rd->key, READER_BUF_MAX);
+	if (rc == 0 && r.status >= 200 && r.status < 300) {
+		if (rd->pos == rd->size)
+			return 0;
+		/* A short answer without a transport error: ask for the rest. */
+		rc = bk__error_set(BK_EAPI, "s3-unreachable", "s3 GET %s: answer ended at %llu of %llu",
+				   rd->key, (unsigned long long)rd->pos, (unsigned long long)rd->size);
+	} else if (rc == 0 && r.status >= 500) {
+		rc = s3_fail(s, &r, "GET");
+	} else if (rc == 0 && r.status == 412) {
+		return bk__error_set(BK_ERROR, "s3-object-changed",
+				     "s3://%s/%s: the object changed while it was read", s->bucket,
+				     rd->key);
+	} else if (rc == 0) {
+		return s3_fail(s, &r, "GET");
+	}
+	if (rc != BK_EAPI && rc != BK_ETIMEOUT)
+		return rc;
+	/* Resumable: the next read asks again from `pos`, unless attempts
+	 * keep failing at the same place. */
+	rd->stuck = rd->pos == rd->stuck_at ? rd->stuck + 1 : 1;
+	rd->stuck_at = rd->pos;
+	if (rd->stuck >= RESUME_TRIES)
+		return rc;
+	bk_error_clear();
+	return 0;
+}
+
+static int reader_read(bk_stream *st, void *buf, size_t len, size_t *out_n, bk_deadline d)
+{
+	s3_reader *rd = (s3_reader *)st;
+	int rc = 0;
+	*out_n = 0;
+	for (;;) {
+		if (rd->len) {
+			size_t k = len < rd->len ? len : rd->len;
+			memcpy(buf, rd->buf + rd->head, k);
+			rd->head += k;
+			rd->len -= k;
+			if (rd->len == 0)
+				rd->head = 0;
+			*out_n = k;
+			if (rd->paused && rd->active) {
+				/* Room again: libcurl delivers what it holds from
+				 * inside this call, and may pause again. */
+				rd->paused = false;
+				curl_easy_pause(rd->x.curl, CURLPAUSE_CONT);
+			}
+			return 0;
+		}
+		if (len == 0 || (rd->pos == rd->size && !rd->active))
+			return 0;
+		if (!rd->active) {
+			int left = bk_deadline_left(d);
+			unsigned pause = resume_pause_ms(rd->stuck);
+			if (left >= 0 && (unsigned)left < pause)
+				return bk__error_set(BK_ETIMEOUT, "s3-timeout", "s3 GET %s: timed out",
+						     rd->key);
+			usleep(1000u * pause);
+			if ((rc = reader_start(rd)))
+				return rc;
+		}
+		int running = 0;
+		if (curl_multi_perform(rd->multi, &running) != CURLM_OK)
+			return bk__error_set(BK_ERROR, NULL, "s3 GET %s: transfer failed", rd->key);
+		CURLMsg *m;
+		int queued;
+		while ((m = curl_multi_info_read(rd->multi, &queued)) != NULL) {
+			if (m->msg == CURLMSG_DONE && rd->active && m->easy_handle == rd->x.curl &&
+			    (rc = reader_finished(rd, m->data.result)))
+				return rc;
+		}
+		if (rd->len || !rd->active)
+			continue;
+		int left = bk_deadline_left(d);
+		if (left == 0)
+			return bk__error_set(BK_ETIMEOUT, "s3-timeout", "s3 GET %s: timed out", rd->key);
+		if (curl_multi_poll(rd->multi, NULL, 0, left < 0 || left > 1000 ? 1000 : left, NULL) !=
+		    CURLM_OK)
+			return bk__error_set(BK_ERROR, NULL, "s3 GET %s: transfer failed", rd->key);
+	}
+}
+
+static int reader_ctrl(bk_stream *st, int op, void *arg)
+{
+	s3_reader *rd = (s3_reader *)st;
+	if (op == BK_STREAM_CTRL_SIZE && arg) {
+		*(uint64_t *)arg = rd->size;
+		return 0;
+	}
+	return BK_EINVALID;
+}
+
+static void reader_release(bk_stream *st)
+{
+	s3_reader *rd = (s3_reader *)st;
+	reader_stop(rd);
+	if (rd->multi)
+		curl_multi_cleanup(rd->multi);
+	bk__free(rd->buf);
+	bk__free(rd->key);
+	if (rd->own_store)
+		bk_store_free(&rd->s->base);
+	bk__free(rd);
+}
+
+static const bk_stream_ops reader_ops = {
+	.version = BK_STREAM_OPS_VERSION,
+	.name = "s3-object",
+	.read = reader_read,
+	.release = reader_release,
+	.ctrl = reader_ctrl,
+};
+
+int bk_store__s3_open_reader(bk_stream **out, bk_store *st, int own_store, const char *id)
+{
+	s3_reader *rd = NULL;
+	int rc = 0, exists = 0;
+	*out = NULL;
+	if (st == NULL || st->ops != &s3_ops || !bk_backup__valid_id(id)) {
+		rc = bk__error_set(BK_EINVALID, NULL, "s3 reader: not an s3 store or not a backup id");
+		goto done;
+	}
+	rd = bk__calloc(1, sizeof(*rd));
+	if (rd == NULL) {
+		rc = BK_ENOMEM;
+		goto done;
+	}
+	rd->base.ops = &reader_ops;
+	rd->s = (s3_store *)st;
+	rd->own_store = own_store;
+	own_store = 0;
+	rd->key = obj_key(rd->s, id, SUFFIX);
+	rd->cap = READER_BUF;
+	rd->buf = bk__malloc(rd->cap);
+	rd->multi = curl_multi_init();
+	if (rd->key == NULL || rd->buf == NULL || rd->multi == NULL) {
+		rc = BK_ENOMEM;
+		goto done;
+	}
+	if ((rc = head_object_etag(rd->s, rd->key, &exists, &rd->size, rd->etag, sizeof(rd->etag))))
+		goto done;
+	if (!exists) {
+		rc = bk__error_set(BK_ENOTFOUND, "backup-not-found", "s3://%s/%s: not in the store",
+				   rd->s->bucket, rd->key);
+		goto done;
+	}
+	*out = &rd->base;
+	rd = NULL;
+done:
+	if (rd)
+		reader_release(&rd->base);
+	if (own_store && st)
+		bk_store_free(st);
+	return rc;
+}
+
+void bk_store__s3_reader_stats(bk_stream *st, uint64_t *requests, uint64_t *pauses)
+{
+	s3_reader *rd = st && st->ops == &reader_ops ? (s3_reader *)st : NULL;
+	*requests = rd ? rd->requests : 0;
+	*pauses = rd ? rd->pauses : 0;
+}
 
 static bool is_loopback(const char *host, size_t n)
 {

@@ -19,4 +19,16 @@ int bk_store__fetch_location(const bk_config *cfg, const char *id, const char *l
 int bk_store__location_exists(const bk_config *cfg, const char *id, const char *location,
 			      int *out);
 
+/* A stream reading backup `id` of the s3 store `s` from its start, as it
+ * arrives: memory stays bounded (a 256 KiB buffer), a cut connection or a
+ * 5xx answer is resumed with a Range request for the bytes not yet read,
+ * and an object that changes meanwhile (another ETag) is an error
+ * ("s3-object-changed"). BK_ENOTFOUND when it is not there. With
+ * `own_store`, the stream owns `s` (also on failure); otherwise `s` must
+ * outlive it. BK_STREAM_CTRL_SIZE gives the object's size. */
+int bk_store__s3_open_reader(bk_stream **out, bk_store *s, int own_store, const char *id);
+/* For tests: how many GET requests a reader has made, and how often its
+ * full buffer paused the transfer. */
+void bk_store__s3_reader_stats(bk_stream *reader, uint64_t *requests, uint64_t *pauses);
+
 #endif

@@ -385,6 +385,17 @@ int bk_job__load(bk_catalog *cat, const char *id, bk_job_row *out)
 	out->audit_count = sqlite3_column_int64(st, 18);
 	col_copy(st, 19, out->audit_head, sizeof(out->audit_head));
 	out->report = col_dup(st, 20);
+	/* A text column that is there but did not copy: out of memory. */
+	static const int text_cols[] = {1, 3, 4, 5, 6, 12, 15, 16, 17, 20};
+	char *const copies[] = {out->ticket,       out->source_ref,    out->from_uri,
+	                        out->to_uri,       out->firmware_dir,  out->holder,
+	                        out->error_reason, out->error_message, out->hint,
+	                        out->report};
+	for (size_t i = 0; i < BK_ARRAY_LEN(text_cols); i++)
+		if (copies[i] == NULL && sqlite3_column_type(st, text_cols[i]) != SQLITE_NULL) {
+			rc = bk__error_oom();
+			goto done;
+		}
 	if (out->ticket == NULL || out->source_ref == NULL || out->to_uri == NULL ||
 	    !json_is_object(out->data))
 		rc = bk__error_set(BK_EFORMAT, "job-corrupt", "job %s: its journal row is damaged",

@@ -1074,7 +1074,10 @@ static int stop_failed(job_ctx *c, const char *step, int rc)
 	snprintf(msg, sizeof(msg), "step %s: %s", step,
 	         e->message && e->message[0] ? e->message : bk_strerror(rc));
 	hint_for(c, rc, reason, hint, sizeof(hint));
-	const char *state = transient(rc) ? "interrupted" : "failed";
+	/* The service unreachable or answering 5xx after every retry is not a
+	 * refusal: the job waits for it like for a unit. */
+	bool api_down = rc == BK_EAPI && strcmp(reason, "api-unavailable") == 0;
+	const char *state = transient(rc) || api_down ? "interrupted" : "failed";
 	bk_job__stop(c->cat, c->row.id, state, rc, reason, msg, hint, "step-failed", msg);
 	bk_strlcpy(c->row.state, state, sizeof(c->row.state));
 	bk_strlcpy(c->row.step, step, sizeof(c->row.step));

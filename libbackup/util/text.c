@@ -1,6 +1,7 @@
 /* Hex, numbers, sizes and times. */
 #include <errno.h>
 #include <stdio.h>
+#include <stdbool.h>
 #include <string.h>
 #include <time.h>
 
@@ -126,7 +127,13 @@ int bk_time_parse_rfc3339(const char *s, int64_t *out)
 {
 	struct tm tm;
 	memset(&tm, 0, sizeof(tm));
-	if (s == NULL || strlen(s) != 20)
+	/* Exactly DDDD-DD-DDTDD:DD:DDZ, from 1970 on, so that every accepted
+	 * time is written back the same way by bk_time_rfc3339(). */
+	static const char shape[] = "dddd-dd-ddTdd:dd:ddZ";
+	bool ok = s != NULL && strlen(s) == 20;
+	for (size_t i = 0; ok && i < 20; i++)
+		ok = shape[i] == 'd' ? (s[i] >= '0' && s[i] <= '9') : s[i] == shape[i];
+	if (!ok || memcmp(s, "1970", 4) < 0)
 		return bk__error_set(BK_EFORMAT, "bad-time", "not an RFC 3339 UTC time: '%s'",
 				     s ? s : "");
 	const char *end = strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm);

@@ -7,7 +7,11 @@
 #
 # The tree is about SIZE_MIB (default 1024): half incompressible photos, half
 # compressible JSON records, generated from a fixed seed. The work folder is
-# made under $TMPDIR and needs about four times the tree's size.
+# made under $TMPDIR and needs about four times the tree's size. Targets:
+# pack at least 1.25 x `tar | zstd -3 | age` and 3 x restic. With
+# BK_BENCH_ROWS=FILE, one tab-separated row per figure is also appended to
+# FILE (see tests/bench/README.md for the columns). With BK_BENCH_TREE=DIR,
+# only the lab and the tree are made, in DIR (for profiling one command).
 set -euo pipefail
 
 BUILD=${1:-build}
@@ -21,8 +25,13 @@ for t in age age-keygen zstd tar openssl /usr/bin/time; do
 	command -v "$t" >/dev/null || { echo "pack.sh: $t is not installed" >&2; exit 2; }
 done
 
-W=$(mktemp -d "${TMPDIR:-/tmp}/bk-bench-pack.XXXXXX")
-trap 'rm -rf "$W"' EXIT
+if [ -n "${BK_BENCH_TREE:-}" ]; then
+	mkdir -p "$BK_BENCH_TREE"
+	W=$(cd "$BK_BENCH_TREE" && pwd)
+else
+	W=$(mktemp -d "${TMPDIR:-/tmp}/bk-bench-pack.XXXXXX")
+	trap 'rm -rf "$W"' EXIT
+fi
 cd "$W"
 "$LAB" pki lab >/dev/null
 export AIBO_RESTORE_CONFIG=$W/lab/config
@@ -52,6 +61,10 @@ awk -v total="$half" 'BEGIN {
 input=$(du -sb tree | cut -f1)
 mib=$(awk -v b="$input" 'BEGIN { printf "%.0f", b / 1048576 }')
 drop() { sync; }
+if [ -n "${BK_BENCH_TREE:-}" ]; then
+	echo "tree: $W/tree ($mib MiB); export AIBO_RESTORE_CONFIG=$W/lab/config"
+	exit 0
+fi
 
 # run NAME OUTPUT COMMAND...: wall time, peak RSS (KiB), output size.
 results=()
@@ -108,3 +121,36 @@ for r in "${results[@]}"; do
 		"$(awk -v b="$input" -v m="$ms" 'BEGIN { printf "%.1f", b / 1e6 / (m / 1000) }')" "$rss" "$ratio"
 done
 echo "ratio: output bytes / tree bytes (packing), extracted bytes / tree bytes (extracting)"
+
+# --- Rows for tests/bench/run.sh ----------------------------------------------
+[ -n "${BK_BENCH_ROWS:-}" ] || exit 0
+declare -A ms=() kib=() bytes=()
+for r in "${results[@]}"; do
+	IFS="#" read -r name t k size <<<"$r"
+	ms[$name]=$t kib[$name]=$k bytes[$name]=$size
+done
+mbs() { awk -v b="$input" -v m="$1" 'BEGIN { printf "%.1f", b / 1e6 / (m / 1000) }'; }
+# pair FIGURE OURS PEER TARGET: ours against PEER in MB/s, ratio ours/peer.
+pair() {
+	local fig=$1 ours=$2 peer=$3 target=$4
+	if [ "${ms[$peer]}" = missing ]; then
+		printf '%s\t%s\tMB/s\t%s\tmissing\t-\t%s\t%s\t-\n' "$fig" "$(mbs "${ms[$ours]}")" \
+			"$peer" "$target" "${kib[$ours]}" >>"$BK_BENCH_ROWS"
+		return
+	fi
+	printf '%s\t%s\tMB/s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$fig" "$(mbs "${ms[$ours]}")" "$peer" \
+		"$(mbs "${ms[$peer]}")" "$(awk -v a="${ms[$ours]}" -v b="${ms[$peer]}" 'BEGIN { printf "%.2f", b / a }')" \
+		"$target" "${kib[$ours]}" "${kib[$peer]}" >>"$BK_BENCH_ROWS"
+}
+pair "pack $mib MiB" "pack (aibo-restore)" "tar | zstd -3 | age" 1.25
+pair "pack $mib MiB" "pack (aibo-restore)" "restic backup" 3.00
+pair "pack $mib MiB" "pack (aibo-restore)" "borg create zstd,3" -
+pair "verify $mib MiB" "verify (aibo-restore)" "age -d | zstd -d | tar -t" -
+pair "extract $mib MiB" "extract (aibo-restore)" "age -d | zstd -d | tar -x" -
+# Output size: ratio peer bytes / our bytes (above 1: ours is smaller).
+printf '%s\t%s\tMiB\t%s\t%s\t%s\t-\t-\t-\n' "pack output size" \
+	"$(awk -v b="${bytes["pack (aibo-restore)"]}" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+	"tar | zstd -3 | age" \
+	"$(awk -v b="${bytes["tar | zstd -3 | age"]}" 'BEGIN { printf "%.1f", b / 1048576 }')" \
+	"$(awk -v a="${bytes["pack (aibo-restore)"]}" -v b="${bytes["tar | zstd -3 | age"]}" 'BEGIN { printf "%.2f", b / a }')" \
+	>>"$BK_BENCH_ROWS"

@@ -8,7 +8,11 @@ x-amz-content-sha256 against the body; forwards the rest to --upstream.
 
 It also answers ListParts (which the test server lacks) from the server's
 data folder, logs every request (--log), and can stall one part upload to
-let a test kill the uploader mid-way (--ctl file holding a part number)."""
+let a test kill the uploader mid-way (--ctl file holding a part number).
+With --get-ctl FILE holding "cut N" or "stall N", the next GET of a backup
+object (a key ending in .aibk) answered with 2xx sends only the first N
+bytes of its body: "cut" then closes the connection, "stall" waits 20 s
+first (for a test to kill the reader); FILE.done then holds what was done."""
 import argparse
 import hashlib
 import hmac
@@ -146,6 +150,21 @@ class Front(http.server.BaseHTTPRequestHandler):
         data = resp.read()
         conn.close()
         self.log_req(resp.status)
+        cut = None
+        if (self.command == "GET" and ARGS.get_ctl and url.path.endswith(".aibk")
+                and 200 <= resp.status < 300):
+            try:
+                with open(ARGS.get_ctl) as f:
+                    what, n = f.read().split()
+                cut = (what, int(n))
+            except (OSError, ValueError):
+                cut = None
+            if cut and cut[1] < len(data):
+                os.unlink(ARGS.get_ctl)
+                with open(ARGS.get_ctl + ".done", "w") as f:
+                    f.write("%s %d %s\n" % (cut[0], cut[1], url.path))
+            else:
+                cut = None
         self.send_response(resp.status)
         for k, v in resp.getheaders():
             if k.lower() not in HOP and k.lower() != "content-length":
@@ -154,6 +173,17 @@ class Front(http.server.BaseHTTPRequestHandler):
         self.send_header("Content-Length", clen if self.command == "HEAD" and clen else
                          str(len(data)))
         self.end_headers()
+        if cut:
+            self.wfile.write(data[:cut[1]])
+            self.wfile.flush()
+            if cut[0] == "stall":
+                time.sleep(20)
+            self.close_connection = True
+            try:
+                self.connection.shutdown(2)
+            except OSError:
+                pass
+            return
         if self.command != "HEAD":
             self.wfile.write(data)
 
@@ -171,6 +201,7 @@ def main():
     p.add_argument("--data-dir")
     p.add_argument("--log")
     p.add_argument("--ctl")
+    p.add_argument("--get-ctl")
     ARGS = p.parse_args()
     host, _, port = ARGS.upstream.rpartition(":")
     ARGS.upstream_host, ARGS.upstream_port = host, int(port)

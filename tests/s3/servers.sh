@@ -4,7 +4,9 @@
 #   servers.sh start DIR   -> DIR/endpoint holds http://127.0.0.1:PORT of the front
 #   servers.sh stop DIR
 # Bucket: depot-bk; credentials S3RVER / S3RVER. Front log: DIR/front.log,
-# refusals: DIR/front.err; DIR/ctl (a part number) stalls that part's upload once.
+# refusals: DIR/front.err; DIR/ctl (a part number) stalls that part's upload once;
+# DIR/getctl ("cut N" or "stall N") cuts or stalls the next backup download
+# after N bytes (DIR/getctl.done records it).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 cmd=${1:?start or stop}
@@ -49,7 +51,8 @@ if [ -z "$port" ]; then
   exit 1
 fi
 /usr/bin/python3 "$here/s3front.py" --upstream "127.0.0.1:$port" --port-file "$dir/front.port" \
-  --data-dir "$dir/data" --log "$dir/front.log" --ctl "$dir/ctl" 2>"$dir/front.err" &
+  --data-dir "$dir/data" --log "$dir/front.log" --ctl "$dir/ctl" --get-ctl "$dir/getctl" \
+  2>"$dir/front.err" &
 echo $! >"$dir/front.pid"
 for _ in $(seq 100); do
   [ -s "$dir/front.port" ] && break

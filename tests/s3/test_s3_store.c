@@ -1,7 +1,8 @@
 /* The s3:// store against s3rver behind a SigV4-checking front (servers.sh):
  * put, get, list with continuation, multipart uploads, ranged downloads
  * resumed from a partial file, an upload resumed after its writer was
- * killed, refused credentials, and endpoint and spec checks. */
+ * killed, refused credentials, and endpoint and spec checks; the streaming
+ * reader (bounded buffer, resumed after a cut, a changed object refused). */
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -14,6 +15,7 @@
 #include <libbackup/libbackup.h>
 
 #include "libbackup/backup/backup_internal.h"
+#include "libbackup/backup/store_s3.h"
 #include "tests/lib/testlib.h"
 
 static char srv_dir[4096];
@@ -392,6 +394,149 @@ static void t_wrong_credentials(void)
 	setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
 }
 
+/* Tells the front what to do to the next backup download ("cut N", "stall N"). */
+static void get_ctl(const char *what)
+{
+	char path[4200];
+	snprintf(path, sizeof(path), "%s/getctl", srv_dir);
+	FILE *f = fopen(path, "w");
+	if (f) {
+		fputs(what, f);
+		fclose(f);
+	}
+}
+
+/* Reads `r` to its end in reads of `step` bytes into `out` (at most `max`). */
+static int read_all(bk_stream *r, uint8_t *out, size_t max, size_t step, size_t *got,
+		    bk_deadline d)
+{
+	*got = 0;
+	for (;;) {
+		size_t n = 0, want = max - *got < step ? max - *got : step;
+		int rc = bk_stream_read(r, out + *got, want, &n, d);
+		if (rc)
+			return rc;
+		if (n == 0)
+			return 0;
+		*got += n;
+		if (*got == max) {
+			uint8_t extra;
+			rc = bk_stream_read(r, &extra, 1, &n, d);
+			return rc ? rc : n ? -1 : 0;
+		}
+	}
+}
+
+#define STREAMED (3u * 1024 * 1024 + 777)
+
+static void t_streaming_reader(void)
+{
+	bk_store *s = NULL;
+	bk_stream *r = NULL;
+	uint8_t *d = NULL, *d2 = NULL, *got = NULL;
+	char *part = NULL, *loc = NULL;
+	const char *id = "77777777-7777-4777-8777-777777777777";
+	uint64_t requests = 0, pauses = 0, size = 0;
+	size_t n = 0;
+	REQUIRE(servers() == 0);
+	REQUIRE_OK(bk_store_open(&s, "s3://depot-bk/stream"));
+	REQUIRE(make_part(s, id, STREAMED, 7, &d) == 0);
+	REQUIRE_OK(bk_store_part_path(s, id, &part));
+	REQUIRE_OK(bk_store_put(s, id, part, STMT, sizeof(STMT) - 1, &loc));
+	got = malloc(STREAMED);
+	REQUIRE(got != NULL);
+
+	/* Read slowly in small pieces: one GET, paused while the buffer is full. */
+	REQUIRE_OK(bk_store__s3_open_reader(&r, s, 0, id));
+	CHECK_OK(bk_stream_ctrl(r, BK_STREAM_CTRL_SIZE, &size));
+	CHECK_EQ(size, STREAMED);
+	CHECK_OK(read_all(r, got, STREAMED, 4000, &n, bk_deadline_in(30000)));
+	CHECK_EQ(n, STREAMED);
+	CHECK(memcmp(got, d, STREAMED) == 0);
+	bk_store__s3_reader_stats(r, &requests, &pauses);
+	CHECK_EQ(requests, 1);
+	CHECK(pauses > 0); /* the object is 12 times the buffer */
+	CHECK_EQ(r->bytes_in, STREAMED);
+	bk_stream_free(r);
+	r = NULL;
+	/* Nothing was written to the local cache. */
+	char cached[4200];
+	snprintf(cached, sizeof(cached), "%s/state/aibo-restore/s3-cache/depot-bk_stream/%s.aibk",
+		 srv_dir, id);
+	CHECK(access(cached, F_OK) != 0);
+
+	/* A connection cut after 1000000 bytes: resumed with a Range request. */
+	int ranged = log_count("/depot-bk/stream/77777777", "range=bytes=1000000-");
+	get_ctl("cut 1000000");
+	REQUIRE_OK(bk_store__s3_open_reader(&r, s, 0, id));
+	memset(got, 0, STREAMED);
+	CHECK_OK(read_all(r, got, STREAMED, 65536, &n, bk_deadline_in(30000)));
+	CHECK_EQ(n, STREAMED);
+	CHECK(memcmp(got, d, STREAMED) == 0);
+	bk_store__s3_reader_stats(r, &requests, &pauses);
+	CHECK_EQ(requests, 2);
+	CHECK_EQ(log_count("GET /depot-bk/stream/77777777-7777-4777-8777-777777777777.aibk 206",
+			   "range=bytes=1000000-"),
+		 ranged + 1);
+	bk_stream_free(r);
+	r = NULL;
+
+	/* A stalled answer times out at the caller's deadline. */
+	get_ctl("stall 100000");
+	REQUIRE_OK(bk_store__s3_open_reader(&r, s, 0, id));
+	int64_t t0 = bk_now_ms();
+	CHECK_EQ(read_all(r, got, STREAMED, 65536, &n, bk_deadline_in(1500)), BK_ETIMEOUT);
+	CHECK_STR(bk_error_last()->reason, "s3-timeout");
+	CHECK_EQ(n, 100000);
+	CHECK(bk_now_ms() - t0 < 5000);
+	bk_stream_free(r);
+	r = NULL;
+
+	/* The object replaced during a read (after a cut): refused. */
+	get_ctl("cut 500000");
+	REQUIRE_OK(bk_store__s3_open_reader(&r, s, 0, id));
+	CHECK_OK(bk_stream_read_full(r, got, 100, BK_DEADLINE_NONE));
+	CHECK_OK(bk_store_remove(s, id));
+	REQUIRE(make_part(s, id, STREAMED, 8, &d2) == 0);
+	bk_free(loc);
+	loc = NULL;
+	CHECK_OK(bk_store_put(s, id, part, STMT, sizeof(STMT) - 1, &loc));
+	CHECK_EQ(read_all(r, got, STREAMED, 65536, &n, bk_deadline_in(30000)), BK_ERROR);
+	CHECK_STR(bk_error_last()->reason, "s3-object-changed");
+	bk_stream_free(r);
+	r = NULL;
+
+	/* Missing, refused, not an s3 store; an owned store is freed with it. */
+	CHECK_EQ(bk_store__s3_open_reader(&r, s, 0, "88888888-8888-4888-8888-888888888888"),
+		 BK_ENOTFOUND);
+	CHECK(r == NULL);
+	bk_store *own = NULL;
+	REQUIRE_OK(bk_store_open(&own, "s3://depot-bk/stream"));
+	REQUIRE_OK(bk_store__s3_open_reader(&r, own, 1, id));
+	CHECK_OK(bk_stream_read_full(r, got, 10, BK_DEADLINE_NONE));
+	CHECK(memcmp(got, d2, 10) == 0);
+	bk_stream_free(r);
+	r = NULL;
+	setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret", 1);
+	REQUIRE_OK(bk_store_open(&own, "s3://depot-bk/stream"));
+	setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
+	CHECK_EQ(bk_store__s3_open_reader(&r, own, 1, id), BK_EAUTH);
+	CHECK_STR(bk_error_last()->reason, "s3-auth-refused");
+	bk_store *dir = NULL;
+	char dpath[4200];
+	snprintf(dpath, sizeof(dpath), "dir:%s/dirstore", srv_dir);
+	REQUIRE_OK(bk_store_open(&dir, dpath));
+	CHECK_EQ(bk_store__s3_open_reader(&r, dir, 0, id), BK_EINVALID);
+	bk_store_free(dir);
+
+	bk_free(loc);
+	bk_free(part);
+	free(got);
+	free(d);
+	free(d2);
+	bk_store_free(s);
+}
+
 BK_RUN_TESTS(BK_TEST(t_spec_and_endpoint_checks), BK_TEST(t_put_get_list_remove),
 	     BK_TEST(t_multipart_and_ranged_resume), BK_TEST(t_upload_resumed_after_kill),
-	     BK_TEST(t_wrong_credentials))
+	     BK_TEST(t_wrong_credentials), BK_TEST(t_streaming_reader))

@@ -7,3 +7,8 @@ if(TARGET bk-test-lab)
   bk_add_script_test(s3_cli ${CMAKE_CURRENT_LIST_DIR}/s3_cli.sh TIMEOUT 300)
   set_property(TEST s3_cli APPEND PROPERTY ENVIRONMENT "BK_TEST_LAB=$<TARGET_FILE:bk-test-lab>")
 endif()
+# Backup, restore, verify, backups rm and the repair job with the store on S3,
+# against virtual units and the API simulator.
+if(TARGET aibo-vdev AND TARGET aibo-cloudsim)
+  bk_add_script_test(s3_jobs ${CMAKE_CURRENT_LIST_DIR}/s3_jobs.sh TIMEOUT 300)
+endif()
