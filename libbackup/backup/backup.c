@@ -239,9 +239,8 @@ static unsigned manifest_domains(const bk_manifest *m)
 	return set;
 }
 
-/* Fills a catalog record from a statement (strings borrowed). */
-static void record_from(bk_backup_record *r, const bk_statement *st, const char *location,
-			uint64_t file_size, char *producer, char ph[BK_BACKUP_HEX_DIGEST],
+void bk_backup__record_from(bk_backup_record *r, const bk_statement *st, const char *location,
+			uint64_t file_size, char producer[160], char ph[BK_BACKUP_HEX_DIGEST],
 			char mh[BK_BACKUP_HEX_DIGEST])
 {
 	bk_statement_view v;
@@ -274,7 +273,7 @@ static int catalog_add(const bk_config *cfg, bk_catalog *cat, const bk_statement
 	bk_backup_record r;
 	char producer[160], ph[BK_BACKUP_HEX_DIGEST], mh[BK_BACKUP_HEX_DIGEST];
 	(void)cfg;
-	record_from(&r, st, location, file_size, producer, ph, mh);
+	bk_backup__record_from(&r, st, location, file_size, producer, ph, mh);
 	return bk_catalog_backup_add(cat, &r);
 }
 

@@ -115,4 +115,10 @@ void bk_backup__hook(const char *stage);
 int bk_backup__load_cas(const bk_config *cfg, const char *key, bk_minisign_pubkey *out,
 			size_t *out_count);
 
+/* Fills a catalog record from a statement (strings borrowed from it and
+ * from the caller's buffers `producer`, `ph` and `mh`). */
+void bk_backup__record_from(bk_backup_record *r, const bk_statement *st, const char *location,
+                            uint64_t file_size, char producer[160], char ph[BK_BACKUP_HEX_DIGEST],
+                            char mh[BK_BACKUP_HEX_DIGEST]);
+
 #endif

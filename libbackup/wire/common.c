@@ -297,31 +297,3 @@ done:
 	bk__free(src);
 	return rc;
 }
-
-void bk_wire__record_from(bk_backup_record *r, const bk_statement *st, const char *location,
-                          uint64_t file_size, char producer[160], char ph[BK_BACKUP_HEX_DIGEST],
-                          char mh[BK_BACKUP_HEX_DIGEST])
-{
-	bk_statement_view v;
-	size_t len = 0;
-	bk_statement_get(st, &v);
-	memset(r, 0, sizeof(*r));
-	r->id = (char *)v.backup_id;
-	r->location = (char *)location;
-	r->serial = (char *)v.serial;
-	r->model = (char *)v.model;
-	r->hw_rev = (char *)v.hardware_revision;
-	r->fw_version = (char *)v.firmware_version;
-	r->schema = (int64_t)v.schema_version;
-	r->created = (char *)v.created;
-	snprintf(producer, 160, "%s:%s", v.producer_role, v.producer ? v.producer : "");
-	r->producer = producer;
-	r->plaintext_size = v.plaintext_size;
-	r->file_size = file_size;
-	bk_strlcpy(ph, v.payload_digest, BK_BACKUP_HEX_DIGEST);
-	bk_strlcpy(mh, v.manifest_digest, BK_BACKUP_HEX_DIGEST);
-	r->payload_digest = ph;
-	r->manifest_digest = mh;
-	r->statement = (uint8_t *)bk_statement_bytes(st, &len);
-	r->statement_len = len;
-}

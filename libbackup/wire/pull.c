@@ -394,7 +394,7 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 		placed = 1;
 		bk_backup_record r;
 		char producer[160], ph[BK_BACKUP_HEX_DIGEST], mh[BK_BACKUP_HEX_DIGEST];
-		bk_wire__record_from(&r, st, location, size, producer, ph, mh);
+		bk_backup__record_from(&r, st, location, size, producer, ph, mh);
 		if ((rc = bk_catalog_backup_add(cat, &r)))
 			goto done;
 	}

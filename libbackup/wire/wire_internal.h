@@ -55,10 +55,4 @@ int bk_wire__min_battery(const bk_config *cfg, int given);
  * `in` and parses it; reads no further than the manifest. */
 int bk_wire__manifest_peek(bk_manifest **out, bk_stream *in);
 
-/* A catalog record's fields from a statement (strings borrowed from `st`
- * and the buffers). */
-void bk_wire__record_from(bk_backup_record *r, const bk_statement *st, const char *location,
-                          uint64_t file_size, char producer[160], char ph[BK_BACKUP_HEX_DIGEST],
-                          char mh[BK_BACKUP_HEX_DIGEST]);
-
 #endif
