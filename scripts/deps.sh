@@ -10,6 +10,7 @@ packages=(
   libumockdev-dev umockdev
   age minisign zstd tar openssl python3 python3-jsonschema openapi-specification
   python3-botocore python3-yaml mandoc util-linux time zsh bash-completion
+  restic borgbackup
 )
 
 missing=()

@@ -341,6 +341,9 @@ static int produce_backup(backup_job *job)
 	wo.info.backup_id = job->id;
 	wo.info.created = (int64_t)time(NULL);
 	wo.domains = job->domains;
+	/* Like a terminal's pack: hashing, reading, compressing and encrypting
+	 * overlap (the chain below is used by one thread at a time). */
+	wo.threads = bk_archive__auto_threads();
 	if ((rc = bk_archive_write(enc, bk_vunit_memory_dir(job->m->u), &wo, &man, &stats)))
 		goto done;
 	rc = bk_stream_close(enc, BK_DEADLINE_NONE);
@@ -1095,6 +1098,19 @@ static int load_cas(bk_vunit *u, bk_minisign_pubkey *factory, size_t *nf,
 	return rc;
 }
 
+/* Reads what is left of `s` to its end (so that a read filter below sees
+ * every byte, and bytes after the archive are still authenticated). */
+static int drain(bk_stream *s)
+{
+	uint8_t buf[16384];
+	for (;;) {
+		size_t n = 0;
+		int rc = bk_stream_read(s, buf, sizeof(buf), &n, BK_DEADLINE_NONE);
+		if (rc || n == 0)
+			return rc;
+	}
+}
+
 /* Decrypts and checks the staged file into <unit>/memory.new. */
 static int stage_memory(bk_vunit *u, const bk_statement *st, bk_manifest **out_man)
 {
@@ -1111,29 +1127,35 @@ static int stage_memory(bk_vunit *u, const bk_statement *st, bk_manifest **out_m
 		goto done;
 	}
 	memset(&pd, 0, sizeof(pd));
-	if ((rc = bk_payload_digest_file(inc, &pd)))
-		goto done;
-	if (pd.payload_len != si.payload_size ||
-	    sodium_memcmp(pd.digest, si.payload_digest, BK_BACKUP_DIGEST_LEN) != 0) {
-		rc = bk__error_set(BK_EVERIFY, "payload-corrupt",
-		                   "unit %s: the received payload does not match the statement",
-		                   bk_vunit_serial(u));
-		goto done;
-	}
 	if ((rc = unit_identities(u, &ids)))
 		goto done;
 	if ((rc = remove_in_unit(u, MEMORY_NEW)) || (rc = bk_mkdir_p(dest, 0700)))
 		goto done;
-	if ((rc = bk_stream_file_open(&in, inc)))
+	/* One pass over the file: the payload digest is taken as the bytes go
+	 * to the decryptor, and checked before anything leaves the staging. */
+	uint64_t hdr_len = 0;
+	bk_stream *file = NULL;
+	if ((rc = bk_payload_header_file(inc, &hdr_len)) || (rc = bk_stream_file_open(&file, inc)))
 		goto done;
+	if ((rc = bk_payload_hash_reader(&in, file, 1, hdr_len, &pd))) {
+		bk_stream_free(file);
+		goto done;
+	}
 	bk_age_decrypt_opts dopts = BK_AGE_DECRYPT_OPTS_INIT;
 	if ((rc = bk_age_decrypt_new(&dec, in, 1, ids, &dopts, BK_DEADLINE_NONE)))
 		goto done;
 	in = NULL;
 	bk_archive_read_opts ro = BK_ARCHIVE_READ_OPTS_INIT;
 	ro.dest_dir = dest;
-	if ((rc = bk_archive_read(dec, &ro, &man, NULL)))
+	if ((rc = bk_archive_read(dec, &ro, &man, NULL)) || (rc = drain(dec)))
 		goto done;
+	if (!pd.done || pd.payload_len != si.payload_size ||
+	    sodium_memcmp(pd.digest, si.payload_digest, BK_BACKUP_DIGEST_LEN) != 0) {
+		rc = bk__error_set(BK_EVERIFY, "payload-corrupt",
+		                   "unit %s: the received payload does not match the statement",
+		                   bk_vunit_serial(u));
+		goto done;
+	}
 	uint8_t md[BK_ARCHIVE_DIGEST_LEN];
 	if (!bk_manifest_raw_digest(man, md) ||
 	    sodium_memcmp(md, si.manifest_digest, sizeof(md)) != 0 ||

@@ -215,6 +215,11 @@ bk_manifest_entry *bk_archive__entry_mut(bk_manifest *m, size_t i);
 /* At most this many threads hash files (bk_archive__scan). */
 #define BK_ARCHIVE_MAX_THREADS 16
 
+/* The worker threads an archive writer or a tree digest uses by default:
+ * the online CPUs, at least 2 (reading and compressing overlap even on one)
+ * and at most 4 (beyond that the compressor is the limit). */
+int bk_archive__auto_threads(void);
+
 typedef struct bk_archive_err {
 	int code;
 	const char *reason;

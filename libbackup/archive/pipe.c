@@ -193,13 +193,7 @@ static void *async_main(void *arg)
 			break;
 		}
 		w->written += s->len;
-		if (w->fd >= 0 && w->written - w->synced >= WRITEBACK_STEP) {
-			/* Only a hint: a file system without it writes back later. */
-			(void)sync_file_range(w->fd, (off64_t)w->synced,
-			                      (off64_t)(w->written - w->synced),
-			                      SYNC_FILE_RANGE_WRITE);
-			w->synced = w->written;
-		}
+		bk_fd_writeback(w->fd, &w->synced, w->written, WRITEBACK_STEP);
 		bk_archive__ring_release(w->ring);
 	}
 	return NULL;

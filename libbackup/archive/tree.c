@@ -465,6 +465,12 @@ done:
 	return rc;
 }
 
+int bk_archive__auto_threads(void)
+{
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	return cpus < 2 ? 2 : cpus > 4 ? 4 : (int)cpus;
+}
+
 int bk_tree_digests(const char *root, bk_domain_digests *out)
 {
 	bk_manifest *m = NULL;
@@ -472,7 +478,7 @@ int bk_tree_digests(const char *root, bk_domain_digests *out)
 	memset(out, 0, sizeof(*out));
 	if (root == NULL)
 		return bk__error_set(BK_EINVALID, NULL, "tree digests: no folder");
-	int rc = bk_archive__scan(&m, root, 0, NULL, &limits, 0, NULL);
+	int rc = bk_archive__scan(&m, root, 0, NULL, &limits, bk_archive__auto_threads(), NULL);
 	if (rc == 0)
 		rc = bk_manifest_finish(m, &limits);
 	if (rc == 0)

@@ -458,8 +458,7 @@ int bk_backup_pack(const bk_config *cfg, const char *dir, const bk_backup_pack_o
 	/* Hashing, reading, compressing and encrypting overlap on worker
 	 * threads; the output stream chain below is only used by one of them
 	 * at a time. */
-	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-	wo.threads = cpus < 2 ? 2 : cpus > 4 ? 4 : (int)cpus;
+	wo.threads = bk_archive__auto_threads();
 	wo.progress = opts->progress;
 	wo.progress_payload = opts->progress_payload;
 	bk_age_encrypt_opts eo = BK_AGE_ENCRYPT_OPTS_INIT;

@@ -7,6 +7,8 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include <sodium.h>
+
 #include <libbackup/backup.h>
 
 #include "crypto/age.h"
@@ -58,6 +60,22 @@ typedef struct bk_payload_digest {
 	uint8_t digest[BK_BACKUP_DIGEST_LEN];
 } bk_payload_digest;
 
+/* The payload digest of bytes fed in order from the start of a file: the
+ * header is recognised by its MAC line (check its format apart, see
+ * bk_payload_header_file). */
+typedef struct bk_payload_hasher {
+	crypto_generichash_state h;
+	bool in_payload;
+	uint64_t header_len;
+	uint8_t line[8]; /* the first bytes of the current header line */
+	size_t line_len;
+	uint64_t payload;
+} bk_payload_hasher;
+
+void bk_payload_hasher_init(bk_payload_hasher *ph);
+int bk_payload_hasher_update(bk_payload_hasher *ph, const void *buf, size_t len);
+int bk_payload_hasher_final(bk_payload_hasher *ph, bk_payload_digest *res);
+
 /* A write filter over `next` that passes every byte on and hashes, with
  * BLAKE2b-256, every byte after the binary age header at its start. `*res`
  * is filled when the stream is finished and must outlive it. */
@@ -71,6 +89,8 @@ int bk_payload_hash_reader(bk_stream **out, bk_stream *src, int own_src, uint64_
 			   bk_payload_digest *res);
 /* Hashes a whole backup file's payload (the header is checked for format). */
 int bk_payload_digest_file(const char *path, bk_payload_digest *res);
+/* Reads and checks the age header of a backup file; *out_len its length. */
+int bk_payload_header_file(const char *path, uint64_t *out_len);
 
 /* --- Stores --- */
 

@@ -12,52 +12,72 @@
 
 #define HEADER_MAX (256 * 1024)
 
-/* --- Writer --- */
+/* --- Incremental --- */
 
-typedef struct hash_w {
-	bk_stream base;
-	crypto_generichash_state h;
-	bk_payload_digest *res;
-	bool in_payload;
-	size_t line_start; /* offset of the current header line */
-	size_t header_len;
-	uint8_t line[8];   /* the first bytes of the current header line */
-	size_t line_len;
-	uint64_t payload;
-} hash_w;
+void bk_payload_hasher_init(bk_payload_hasher *ph)
+{
+	memset(ph, 0, sizeof(*ph));
+	crypto_generichash_init(&ph->h, NULL, 0, BK_BACKUP_DIGEST_LEN);
+}
 
 /* Feeds header bytes until the MAC line ("--- ...\n") ends; returns how many
  * of `n` bytes belong to the header. */
-static size_t header_bytes(hash_w *w, const uint8_t *p, size_t n)
+static size_t header_bytes(bk_payload_hasher *ph, const uint8_t *p, size_t n)
 {
 	size_t i = 0;
-	while (i < n && !w->in_payload) {
+	while (i < n && !ph->in_payload) {
 		uint8_t c = p[i++];
-		w->header_len++;
+		ph->header_len++;
 		if (c == '\n') {
-			if (w->line_len >= 4 && memcmp(w->line, "--- ", 4) == 0)
-				w->in_payload = true;
-			w->line_len = 0;
-		} else if (w->line_len < sizeof(w->line)) {
-			w->line[w->line_len++] = c;
+			if (ph->line_len >= 4 && memcmp(ph->line, "--- ", 4) == 0)
+				ph->in_payload = true;
+			ph->line_len = 0;
+		} else if (ph->line_len < sizeof(ph->line)) {
+			ph->line[ph->line_len++] = c;
 		}
 	}
 	return i;
 }
 
-static int hw_write(bk_stream *st, const void *buf, size_t len, bk_deadline d)
+int bk_payload_hasher_update(bk_payload_hasher *ph, const void *buf, size_t len)
 {
-	hash_w *w = (hash_w *)st;
 	const uint8_t *p = buf;
-	size_t h = w->in_payload ? 0 : header_bytes(w, p, len);
-	if (!w->in_payload && w->header_len > HEADER_MAX)
+	size_t h = ph->in_payload ? 0 : header_bytes(ph, p, len);
+	if (!ph->in_payload && ph->header_len > HEADER_MAX)
 		return bk__error_set(BK_EFORMAT, "header-malformed",
 				     "age header: longer than %d bytes", HEADER_MAX);
 	if (h < len) {
-		crypto_generichash_update(&w->h, p + h, len - h);
-		w->payload += len - h;
+		crypto_generichash_update(&ph->h, p + h, len - h);
+		ph->payload += len - h;
 	}
-	return bk_stream_write(st->next, buf, len, d);
+	return 0;
+}
+
+int bk_payload_hasher_final(bk_payload_hasher *ph, bk_payload_digest *res)
+{
+	if (!ph->in_payload)
+		return bk__error_set(BK_EFORMAT, "header-malformed",
+				     "age header: incomplete (no MAC line)");
+	crypto_generichash_final(&ph->h, res->digest, BK_BACKUP_DIGEST_LEN);
+	res->header_len = ph->header_len;
+	res->payload_len = ph->payload;
+	res->done = true;
+	return 0;
+}
+
+/* --- Writer --- */
+
+typedef struct hash_w {
+	bk_stream base;
+	bk_payload_hasher ph;
+	bk_payload_digest *res;
+} hash_w;
+
+static int hw_write(bk_stream *st, const void *buf, size_t len, bk_deadline d)
+{
+	hash_w *w = (hash_w *)st;
+	int rc = bk_payload_hasher_update(&w->ph, buf, len);
+	return rc ? rc : bk_stream_write(st->next, buf, len, d);
 }
 
 static int hw_finish(bk_stream *st, bk_deadline d)
@@ -66,14 +86,7 @@ static int hw_finish(bk_stream *st, bk_deadline d)
 	(void)d;
 	if (w->res->done)
 		return 0;
-	if (!w->in_payload)
-		return bk__error_set(BK_EFORMAT, "header-malformed",
-				     "age header: incomplete (no MAC line)");
-	crypto_generichash_final(&w->h, w->res->digest, BK_BACKUP_DIGEST_LEN);
-	w->res->header_len = w->header_len;
-	w->res->payload_len = w->payload;
-	w->res->done = true;
-	return 0;
+	return bk_payload_hasher_final(&w->ph, w->res);
 }
 
 static void hw_release(bk_stream *st)
@@ -102,7 +115,7 @@ int bk_payload_hash_writer(bk_stream **out, bk_stream *next, int own_next, bk_pa
 	w->base.next = next;
 	w->base.owns_next = own_next;
 	w->res = res;
-	crypto_generichash_init(&w->h, NULL, 0, BK_BACKUP_DIGEST_LEN);
+	bk_payload_hasher_init(&w->ph);
 	*out = &w->base;
 	return 0;
 }
@@ -216,6 +229,25 @@ done:
 	bk__free(buf);
 	bk__free(hdr);
 	bk_stream_free(h);
+	bk_stream_free(f);
+	return rc;
+}
+
+int bk_payload_header_file(const char *path, uint64_t *out_len)
+{
+	bk_stream *f = NULL;
+	uint8_t *hdr = NULL;
+	size_t hdr_len = 0;
+	bk_age_decrypt_opts dopts = BK_AGE_DECRYPT_OPTS_INIT;
+	int rc = bk_stream_file_open(&f, path);
+	if (rc)
+		return rc;
+	rc = bk_age_header_read(&hdr, &hdr_len, f, &dopts, BK_DEADLINE_NONE);
+	if (rc)
+		bk__error_prefix(rc, "%s", path);
+	else
+		*out_len = hdr_len;
+	bk__free(hdr);
 	bk_stream_free(f);
 	return rc;
 }

@@ -142,3 +142,13 @@ int bk_file_check_private(const char *path)
 				     (unsigned)(st.st_mode & 07777), path);
 	return 0;
 }
+
+void bk_fd_writeback(int fd, uint64_t *synced, uint64_t written, uint64_t step)
+{
+	if (fd < 0 || written < *synced || written - *synced < step)
+		return;
+	/* Only a hint: a file system without it writes back later. */
+	(void)sync_file_range(fd, (off64_t)*synced, (off64_t)(written - *synced),
+	                      SYNC_FILE_RANGE_WRITE);
+	*synced = written;
+}

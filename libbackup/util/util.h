@@ -212,6 +212,10 @@ int bk_file_read(const char *path, size_t max, uint8_t **out, size_t *out_len);
 int bk_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode, int exclusive);
 /* Makes a directory entry change durable. */
 int bk_fsync_dir(const char *dir);
+/* Starts the writeback of what `fd` holds beyond *synced once `written`
+ * passes it by `step` bytes (a hint: the final fsync then finds little
+ * left to write); advances *synced. */
+void bk_fd_writeback(int fd, uint64_t *synced, uint64_t written, uint64_t step);
 /* The folder part of a path ("." when none); free with bk__free. */
 char *bk_path_dirname(const char *path);
 /* `base`/`rel` unless `rel` is absolute; free with bk__free. */

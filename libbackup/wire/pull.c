@@ -29,7 +29,15 @@ typedef struct pull_sink {
 	uint64_t bytes; /* delivered, re-sent ones included */
 	bk_wire_progress *prog;
 	uint64_t *done_so_far;
+	/* The payload digest, taken as the bytes arrive in order (a transfer
+	 * that resends or skips bytes is hashed again from the file). */
+	bk_payload_hasher ph;
+	uint64_t hashed;
+	bool in_order;
+	uint64_t synced; /* bytes whose writeback was started */
 } pull_sink;
+
+#define WRITEBACK_STEP ((uint64_t)8 << 20)
 
 static int sink(void *payload, uint64_t offset, const void *data, size_t len)
 {
@@ -52,6 +60,15 @@ static int sink(void *payload, uint64_t offset, const void *data, size_t len)
 		put += (size_t)n;
 	}
 	s->bytes += len;
+	if (s->in_order && offset == s->hashed) {
+		if (bk_payload_hasher_update(&s->ph, data, len) == 0)
+			s->hashed += len;
+		else
+			s->in_order = false; /* the check from the file names the fault */
+		bk_fd_writeback(s->fd, &s->synced, s->hashed, WRITEBACK_STEP);
+	} else {
+		s->in_order = false;
+	}
 	uint64_t at = offset + len > *s->done_so_far ? offset + len : *s->done_so_far;
 	return bk_wire__progress(s->prog, "transfer", 1, at, at > s->total ? at : s->total, 0);
 }
@@ -314,6 +331,8 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	bk_device_xfer_opts xo = BK_DEVICE_XFER_OPTS_INIT;
 	xo.id = id;
 	pull_sink ps = {fd, part, size, streaming ? estimate : size, 0, 0, &prog, &done};
+	bk_payload_hasher_init(&ps.ph);
+	ps.in_order = true;
 	int64_t t0 = now_ms();
 	while (done < size) {
 		uint64_t got = 0;
@@ -372,8 +391,18 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	bk_statement_info si;
 	memset(&pd, 0, sizeof(pd));
 	bk_statement_info_get(st, &si);
-	if ((rc = bk_payload_digest_file(part, &pd)))
+	if (ps.in_order && ps.hashed == size) {
+		/* Hashed on arrival: the header's format is still checked. */
+		uint64_t hlen = 0;
+		if ((rc = bk_payload_header_file(part, &hlen)))
+			goto done;
+		if ((rc = bk_payload_hasher_final(&ps.ph, &pd)))
+			goto done;
+		if (hlen != pd.header_len)
+			pd.header_len = UINT64_MAX; /* a mismatch below */
+	} else if ((rc = bk_payload_digest_file(part, &pd))) {
 		goto done;
+	}
 	if (pd.header_len != header || pd.payload_len != si.payload_size ||
 	    sodium_memcmp(pd.digest, si.payload_digest, BK_BACKUP_DIGEST_LEN) != 0) {
 		rc = bk__error_set(BK_EVERIFY, "payload-corrupt",

@@ -519,6 +519,63 @@ static void expect_failure(damaged *d, const uint8_t *data, size_t len, int code
 	}
 }
 
+/* The payload digest taken as bytes arrive (in pieces of any size) is the
+ * digest of the file; a header never ended, or too long, is refused. */
+static void test_payload_hasher(void)
+{
+	char file[4200];
+	uint8_t *data = NULL;
+	size_t len = 0;
+	REQUIRE(lab_setup() == 0);
+	const char *src = bk_test_path("src");
+	REQUIRE_OK(bk_vdev_memgen(src, 300 * 1024, 9));
+	snprintf(file, sizeof(file), "%s/h.aibk", bk_test_tmpdir());
+	REQUIRE_OK(pack_to(src, file));
+	REQUIRE_OK(bk_file_read(file, 64u << 20, &data, &len));
+	bk_payload_digest want, got;
+	uint64_t hlen = 0;
+	REQUIRE_OK(bk_payload_digest_file(file, &want));
+	REQUIRE_OK(bk_payload_header_file(file, &hlen));
+	CHECK_EQ(hlen, want.header_len);
+	const size_t steps[] = {1, 7, 64, 4093, 65536, 1u << 20};
+	for (size_t k = 0; k < BK_ARRAY_LEN(steps); k++) {
+		bk_payload_hasher ph;
+		bk_payload_hasher_init(&ph);
+		/* Pieces of varying size, so that the header ends inside one. */
+		for (size_t off = 0, i = 0; off < len; i++) {
+			size_t n = steps[k] + (i % 3);
+			if (n > len - off)
+				n = len - off;
+			REQUIRE_OK(bk_payload_hasher_update(&ph, data + off, n));
+			off += n;
+		}
+		memset(&got, 0, sizeof(got));
+		CHECK_OK(bk_payload_hasher_final(&ph, &got));
+		CHECK_EQ(got.header_len, want.header_len);
+		CHECK_EQ(got.payload_len, want.payload_len);
+		CHECK(memcmp(got.digest, want.digest, sizeof(got.digest)) == 0);
+	}
+	/* The header alone, its MAC line cut: no digest. */
+	bk_payload_hasher ph;
+	bk_payload_hasher_init(&ph);
+	CHECK_OK(bk_payload_hasher_update(&ph, data, (size_t)want.header_len - 2));
+	CHECK_EQ(bk_payload_hasher_final(&ph, &got), BK_EFORMAT);
+	CHECK_STR(bk_error_last()->reason, "header-malformed");
+	/* A "header" of 300 KiB without a MAC line: refused while it streams. */
+	uint8_t *junk = malloc(300 * 1024);
+	REQUIRE(junk != NULL);
+	memset(junk, 'a', 300 * 1024);
+	bk_payload_hasher_init(&ph);
+	CHECK_EQ(bk_payload_hasher_update(&ph, junk, 300 * 1024), BK_EFORMAT);
+	CHECK_STR(bk_error_last()->reason, "header-malformed");
+	/* Not an age file: the format check from the file says so. */
+	snprintf(file, sizeof(file), "%s/junk.aibk", bk_test_tmpdir());
+	REQUIRE_OK(bk_file_write_atomic(file, junk, 4096, 0600, 0));
+	CHECK(bk_payload_header_file(file, &hlen) != 0);
+	free(junk);
+	bk__free(data);
+}
+
 static void test_truncation(void)
 {
 	damaged d;
@@ -854,7 +911,7 @@ static void test_interrupted_before_commit(void)
 BK_RUN_TESTS(BK_TEST(test_statement_terminal), BK_TEST(test_statement_unit),
 	     BK_TEST(test_roundtrip_empty), BK_TEST(test_roundtrip_one),
 	     BK_TEST(test_roundtrip_many), BK_TEST(test_roundtrip_unicode_and_empty_files),
-	     BK_TEST(test_extract_domains_and_refusals), BK_TEST(test_rewrap),
+	     BK_TEST(test_extract_domains_and_refusals), BK_TEST(test_rewrap), BK_TEST(test_payload_hasher),
 	     BK_TEST(test_truncation), BK_TEST(test_flipped_bits), BK_TEST(test_wrong_identity),
 	     BK_TEST(test_store_and_catalog), BK_TEST(test_import),
 	     BK_TEST(test_interrupted_before_rename), BK_TEST(test_interrupted_before_commit))

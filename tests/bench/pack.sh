@@ -85,15 +85,15 @@ missing() { results+=("$1#missing##"); }
 run "pack (aibo-restore)" ours.aibk "$AR" pack -o ours.aibk --serial BENCH-1 --model ERS-1000 --fw-version 1.0.0 tree
 run "tar | zstd -3 | age" std.age sh -c "tar -C tree -cf - . | zstd -3 -q -c | age -r '$R' -o std.age"
 if command -v restic >/dev/null; then
-	export RESTIC_PASSWORD=bench
+	export RESTIC_PASSWORD=bench RESTIC_CACHE_DIR=$PWD/restic-cache
 	restic init -q -r restic-repo >/dev/null
 	run "restic backup" restic-repo restic -q -r restic-repo backup tree
 else
 	missing "restic backup"
 fi
 if command -v borg >/dev/null; then
-	export BORG_PASSPHRASE=bench
-	borg init -q -e repokey borg-repo
+	export BORG_PASSPHRASE=bench BORG_BASE_DIR=$PWD/borg-home
+	borg init -e repokey borg-repo >/dev/null 2>&1
 	run "borg create zstd,3" borg-repo borg create --compression zstd,3 borg-repo::a tree
 else
 	missing "borg create zstd,3"
