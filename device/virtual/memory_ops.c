@@ -1145,6 +1145,11 @@ static int stage_memory(bk_vunit *u, const bk_statement *st, bk_manifest **out_m
 	if ((rc = bk_age_decrypt_new(&dec, in, 1, ids, &dopts, BK_DEADLINE_NONE)))
 		goto done;
 	in = NULL;
+	/* Decryption and the payload digest ahead, on a thread of their own. */
+	bk_stream *ahead = NULL;
+	if ((rc = bk_archive__async_reader_new(&ahead, dec, 1)))
+		goto done;
+	dec = ahead;
 	bk_archive_read_opts ro = BK_ARCHIVE_READ_OPTS_INIT;
 	ro.dest_dir = dest;
 	if ((rc = bk_archive_read(dec, &ro, &man, NULL)) || (rc = drain(dec)))

@@ -276,6 +276,14 @@ void bk_archive__ring_free(bk_archive_ring *r);
  * final fsync has little left to do. */
 #define BK_ARCHIVE_ASYNC_WRITEBACK 1u
 int bk_archive__async_writer_new(bk_stream **out, bk_stream *next, int own_next, unsigned flags);
+/* A read filter over `src` that reads it ahead on its own thread into a
+ * bounded queue (2 MiB), so that the work behind `src` (decryption, a
+ * digest) overlaps with the reader's. An error of `src` is returned by the
+ * read that reaches it; the end of `src` is seen once the thread stopped, so
+ * state kept by the streams below may then be read. With `own_src`, the
+ * filter owns `src` once this call succeeds; freeing the filter early stops
+ * the thread. */
+int bk_archive__async_reader_new(bk_stream **out, bk_stream *src, int own_src);
 /* Well-formed UTF-8 (no overlong forms, surrogates, or values past U+10FFFF). */
 bool bk_archive__valid_utf8(const char *s, size_t len);
 /* Paths in archives are UTF-8 bytes whatever the process locale: libarchive

@@ -301,3 +301,145 @@ int bk_archive__async_writer_new(bk_stream **out, bk_stream *next, int own_next,
 	*out = &w->base;
 	return 0;
 }
+
+/* --- A read filter that reads ahead on its own thread --- */
+
+typedef struct async_r {
+	bk_stream base;
+	bk_archive_ring *ring;
+	bk_archive_slot *cur; /* the slot being handed out */
+	size_t pos;           /* in `cur` */
+	pthread_t tid;
+	bool running;
+	bool ended;   /* the end was seen (the thread has stopped) */
+	bool failed;  /* set by the thread before it closes the queue */
+	bk_archive_err err;
+} async_r;
+
+static void *async_read_main(void *arg)
+{
+	async_r *r = arg;
+	bk_archive_slot *s;
+	while ((s = bk_archive__ring_acquire(r->ring)) != NULL) {
+		size_t cap = bk_archive__ring_cap(r->ring);
+		/* Fill the slot, so that the consumer wakes once per slot. */
+		while (s->len < cap) {
+			size_t n = 0;
+			int rc = bk_stream_read(r->base.next, s->buf + s->len, cap - s->len, &n,
+			                        BK_DEADLINE_NONE);
+			if (rc) {
+				/* What was read before the failure is still handed
+				 * out, in order; then the failure. */
+				bk_archive__err_keep(&r->err, rc);
+				r->failed = true;
+				if (s->len)
+					bk_archive__ring_publish(r->ring);
+				bk_archive__ring_close(r->ring);
+				return NULL;
+			}
+			if (n == 0)
+				break;
+			s->len += n;
+		}
+		bool end = s->len < cap; /* the loop stopped on a read of 0 */
+		if (s->len)
+			bk_archive__ring_publish(r->ring);
+		if (end) {
+			bk_archive__ring_close(r->ring);
+			break;
+		}
+	}
+	return NULL;
+}
+
+static void async_read_join(async_r *r)
+{
+	if (r->running) {
+		pthread_join(r->tid, NULL);
+		r->running = false;
+	}
+}
+
+static int async_read(bk_stream *st, void *buf, size_t len, size_t *out_n, bk_deadline d)
+{
+	async_r *r = (async_r *)st;
+	(void)d;
+	*out_n = 0;
+	if (len == 0 || r->ended)
+		return 0;
+	if (r->cur == NULL) {
+		r->cur = bk_archive__ring_peek(r->ring);
+		r->pos = 0;
+		if (r->cur == NULL) {
+			async_read_join(r);
+			if (r->failed)
+				return bk_archive__err_raise(&r->err);
+			r->ended = true;
+			return 0;
+		}
+	}
+	size_t k = r->cur->len - r->pos < len ? r->cur->len - r->pos : len;
+	memcpy(buf, r->cur->buf + r->pos, k);
+	r->pos += k;
+	if (r->pos == r->cur->len) {
+		r->cur = NULL;
+		bk_archive__ring_release(r->ring);
+	}
+	*out_n = k;
+	return 0;
+}
+
+/* The stream below is being read by the thread: nothing is passed down. */
+static int async_read_ctrl(bk_stream *st, int op, void *arg)
+{
+	(void)st;
+	(void)op;
+	(void)arg;
+	return BK_ERROR;
+}
+
+static void async_read_release(bk_stream *st)
+{
+	async_r *r = (async_r *)st;
+	if (r->running) {
+		bk_archive__ring_stop(r->ring, NULL);
+		async_read_join(r);
+	}
+	bk_archive__ring_free(r->ring);
+	bk__free(r);
+}
+
+static const bk_stream_ops async_read_ops = {
+    .version = BK_STREAM_OPS_VERSION,
+    .name = "read-ahead",
+    .read = async_read,
+    .ctrl = async_read_ctrl,
+    .release = async_read_release,
+};
+
+int bk_archive__async_reader_new(bk_stream **out, bk_stream *src, int own_src)
+{
+	*out = NULL;
+	if (src == NULL)
+		return bk__error_set(BK_EINVALID, NULL, "read-ahead: no stream");
+	async_r *r = bk__calloc(1, sizeof(*r));
+	if (r == NULL)
+		return BK_ENOMEM;
+	int rc = bk_archive__ring_new(&r->ring, 8, 256 * 1024);
+	if (rc) {
+		bk__free(r);
+		return rc;
+	}
+	r->base.ops = &async_read_ops;
+	r->base.next = src;
+	if (pthread_create(&r->tid, NULL, async_read_main, r) != 0) {
+		bk_archive__ring_free(r->ring);
+		bk__free(r);
+		return bk__error_set(BK_ERROR, NULL, "read-ahead: cannot start a thread");
+	}
+	r->running = true;
+	/* Owned only once nothing can fail: on failure the caller keeps it. */
+	r->base.owns_next = own_src;
+	*out = &r->base;
+	return 0;
+}

@@ -811,6 +811,12 @@ static int read_backup(bk_backup *b, const bk_backup_read_opts *o, const char *d
 	if ((rc = bk_age_decrypt_new(&dec, h, 1, ids, &dopts, BK_DEADLINE_NONE)))
 		goto done;
 	h = NULL;
+	/* Reading the file, its payload digest and the decryption run on a
+	 * thread of their own, ahead of decompression and the entry digests. */
+	bk_stream *ahead = NULL;
+	if ((rc = bk_archive__async_reader_new(&ahead, dec, 1)))
+		goto done;
+	dec = ahead;
 	bk_archive_read_opts ro = BK_ARCHIVE_READ_OPTS_INIT;
 	ro.dest_dir = dest;
 	ro.domains = domains;
