@@ -114,6 +114,10 @@ int cli_device_open(cli_ctx *ctx, const char *uri, bk_device **out);
 /* The configured USB vendor and product id (usb.vid_pid). */
 int cli_device_usb_ids(cli_ctx *ctx, uint16_t *vid, uint16_t *pid);
 
+/* The command's --reconnect-timeout SECONDS (1 to 86400) in ms into *out
+ * (0 when not given: the library's default). */
+int cli_reconnect_ms(cli_ctx *ctx, int64_t *out);
+
 /* Prints a command's --help. */
 void cli_usage(FILE *f, const cli_command *cmd);
 

@@ -107,15 +107,8 @@ static int run(cli_ctx *ctx)
 	if (output && outdir)
 		return cli_error(ctx, BK_EUSER, "usage", "give -o FILE or -O DIR, not both");
 	int64_t reconnect_ms = 0;
-	const char *rt = cli_value(ctx, "reconnect-timeout");
-	if (rt) {
-		char *end = NULL;
-		long long secs = strtoll(rt, &end, 10);
-		if (end == rt || *end != '\0' || secs < 1 || secs > 86400)
-			return cli_error(ctx, BK_EUSER, "usage",
-			                 "--reconnect-timeout takes 1 to 86400 seconds");
-		reconnect_ms = (int64_t)secs * 1000;
-	}
+	if ((rc = cli_reconnect_ms(ctx, &reconnect_ms)))
+		return rc;
 	if ((rc = cli_config(ctx, &cfg)))
 		return rc;
 	jobs = calloc((size_t)n, sizeof(*jobs));

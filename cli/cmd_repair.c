@@ -114,7 +114,7 @@ static int report_result(cli_ctx *ctx, int rc, const bk_job_result *res)
 	return rc;
 }
 
-static void job_opts_init(cli_ctx *ctx, bk_job_opts *o)
+static int job_opts_init(cli_ctx *ctx, bk_job_opts *o)
 {
 	bk_job_opts init = BK_JOB_OPTS_INIT;
 	*o = init;
@@ -126,6 +126,7 @@ static void job_opts_init(cli_ctx *ctx, bk_job_opts *o)
 	o->event_payload = ctx;
 	/* Fault-injection tests: stop (as if cut off) after that step. */
 	o->stop_after = getenv("AIBO_RESTORE_TEST_STOP_AFTER");
+	return cli_reconnect_ms(ctx, &o->reconnect_ms);
 }
 
 /* --- repair ----------------------------------------------------------------------------- */
@@ -139,8 +140,7 @@ static int run_repair(cli_ctx *ctx)
 	const char *cloud = cli_value(ctx, "cloud-backup"), *to = cli_value(ctx, "to");
 	int rc;
 	memset(&res, 0, sizeof(res));
-	job_opts_init(ctx, &o);
-	if ((rc = cli_config(ctx, &cfg)))
+	if ((rc = job_opts_init(ctx, &o)) || (rc = cli_config(ctx, &cfg)))
 		return rc;
 	o.ticket = cli_value(ctx, "ticket");
 	if (o.ticket == NULL)
@@ -181,6 +181,8 @@ static const cli_opt repair_opts[] = {
     {"to", 0, "DEVICE", "the replacement unit (required)"},
     {"firmware-dir", 0, "DIR", "where to find firmware bundles (default: firmware.dir)"},
     {"overwrite", 0, NULL, "the replacement's own memory may be replaced"},
+    {"reconnect-timeout", 0, "SECONDS",
+     "how long a step keeps reconnecting to a unit that went away (default 60, 30 for a flash)"},
     {0},
 };
 
@@ -204,8 +206,7 @@ static int run_resume(cli_ctx *ctx)
 	const char *from = cli_value(ctx, "from"), *to = cli_value(ctx, "to");
 	int rc;
 	memset(&res, 0, sizeof(res));
-	job_opts_init(ctx, &o);
-	if ((rc = cli_config(ctx, &cfg)))
+	if ((rc = job_opts_init(ctx, &o)) || (rc = cli_config(ctx, &cfg)))
 		return rc;
 	if (from && (rc = cli_device_resolve(ctx, from, &o.new_from)))
 		return rc;
@@ -220,6 +221,8 @@ static int run_resume(cli_ctx *ctx)
 static const cli_opt resume_opts[] = {
     {"from", 0, "DEVICE", "the old unit's new address (its serial is checked)"},
     {"to", 0, "DEVICE", "the replacement's new address (its serial is checked)"},
+    {"reconnect-timeout", 0, "SECONDS",
+     "how long a step keeps reconnecting to a unit that went away (default 60, 30 for a flash)"},
     {0},
 };
 

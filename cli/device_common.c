@@ -53,3 +53,17 @@ int cli_device_open(cli_ctx *ctx, const char *uri, bk_device **out)
 	int rc = cli_config(ctx, &cfg);
 	return rc ? rc : bk_device_open_config(out, cfg, uri, NULL);
 }
+
+int cli_reconnect_ms(cli_ctx *ctx, int64_t *out)
+{
+	const char *rt = cli_value(ctx, "reconnect-timeout");
+	*out = 0;
+	if (rt == NULL)
+		return 0;
+	char *end = NULL;
+	long long secs = strtoll(rt, &end, 10);
+	if (end == rt || *end != '\0' || secs < 1 || secs > 86400)
+		return cli_error(ctx, BK_EUSER, "usage", "--reconnect-timeout takes 1 to 86400 seconds");
+	*out = (int64_t)secs * 1000;
+	return 0;
+}

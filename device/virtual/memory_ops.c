@@ -470,7 +470,7 @@ static int job_finish(bk_vmemops *m)
 		rc = bk__error_oom();
 		goto done;
 	}
-	if ((rc = row_put(m->u, "backup", meta, job->size)))
+	if ((rc = row_put(m->u, "backup", meta, job->size)) || (rc = row_del(m->u, "making")))
 		goto done;
 	close_backup(m);
 	m->fd = job->rfd;
@@ -637,18 +637,34 @@ static int backup_begin(bk_vunit *u, const bk_proto_msg *req, bk_vunit_reply *re
 			goto done;
 		}
 	}
-	/* Otherwise a new one replaces what was kept. */
+	/* Otherwise a new one replaces what was kept. A backup whose making
+	 * ended unfinished (a power cut, another request) is named in the
+	 * answer, so that a terminal that received part of it can drop what it
+	 * holds. */
+	char abandoned[37] = "";
+	json_t *making = NULL;
+	if ((rc = row_get(u, "making", &making)) == 0 && making &&
+	    jstr(making, "id") && bk_backup__valid_id(jstr(making, "id")))
+		bk_strlcpy(abandoned, jstr(making, "id"), sizeof(abandoned));
+	json_decref(making);
+	if (rc)
+		goto done;
 	job_drop(m);
 	close_backup(m);
 	if ((rc = remove_in_unit(u, BACKUP_DIR)) || (rc = row_del(u, "backup")))
 		goto done;
 	bk_backup__new_id(id);
-	if ((rc = job_start(m, rcpt, nrcpt, domains, id, norm)))
+	json_t *mk = json_pack("{s:s}", "id", id);
+	rc = mk ? row_put(u, "making", mk, 0) : bk__error_oom();
+	json_decref(mk);
+	if (rc || (rc = job_start(m, rcpt, nrcpt, domains, id, norm)))
 		goto done;
 	if (stream) {
 		/* The size and the statement come with the BACKUP_BEGIN that
 		 * follows the end of the data. */
 		reply->json = json_pack("{s:s, s:b, s:b}", "id", id, "streaming", 1, "resumed", 0);
+		if (reply->json && abandoned[0])
+			json_object_set_new(reply->json, "replaces", json_string(abandoned));
 		rc = reply->json ? 0 : bk__error_oom();
 		goto done;
 	}

@@ -449,6 +449,7 @@ static int backup_from_device(job_ctx *c)
 	o.passphrase_payload = c->opts->passphrase_payload;
 	o.progress = c->opts->progress;
 	o.progress_payload = c->opts->progress_payload;
+	o.reconnect_ms = c->opts->reconnect_ms;
 	if ((rc = bk_backup_pull(c->cfg, from, &o, &rep, &stats)))
 		goto done;
 	if ((rc = dset_str(c, "backup_id", rep.id)) || (rc = dset_str(c, "backup_ref", rep.id)) ||
@@ -658,6 +659,7 @@ static int step_firmware(job_ctx *c)
 	o.min_battery = min_battery(c->cfg, "firmware.min_battery", 30);
 	o.progress = c->opts->progress;
 	o.progress_payload = c->opts->progress_payload;
+	o.reconnect_timeout_ms = c->opts->reconnect_ms;
 	o.result = &res;
 	if ((rc = bk_fw_bundle_open(&b, dstr(c, "firmware_bundle"))) ||
 	    (rc = bk_fw_flash(to, b, &o)))
@@ -771,6 +773,7 @@ static int step_restore(job_ctx *c)
 	o.overwrite = 1;
 	o.progress = c->opts->progress;
 	o.progress_payload = c->opts->progress_payload;
+	o.reconnect_ms = c->opts->reconnect_ms;
 	o.sealed = json_is_true(json_object_get(c->row.data, "sealed"));
 	if ((rc = bk_restore_push(c->cfg, to, dstr(c, "backup_ref"), &o, &rep)))
 		goto done;

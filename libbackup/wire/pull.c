@@ -73,6 +73,21 @@ static int sink(void *payload, uint64_t offset, const void *data, size_t len)
 	return bk_wire__progress(s->prog, "transfer", 1, at, at > s->total ? at : s->total, 0);
 }
 
+/* Removes the part file of backup `id` in the store or in `dir`, unless a
+ * running command holds it (best effort: what stays is a leftover that
+ * `backups gc` removes). */
+static void drop_part(bk_store *store, const char *dir, const char *id)
+{
+	char *p = NULL;
+	if (store)
+		(void)bk_store_part_path(store, id, &p);
+	else if (dir)
+		p = bk__asprintf("%s/%s" BK_BACKUP_EXT ".part", dir, id);
+	if (p && bk_backup__is_locked(p) == 0 && unlink(p) == 0)
+		bk__log(BK_LOG_INFO, "backup", "%s: removed, the unit no longer makes it", p);
+	bk__free(p);
+}
+
 /* The folder a new backup's part file lands in, for the space check. */
 static int free_bytes(const char *path, uint64_t *out)
 {
@@ -267,6 +282,11 @@ int bk_backup_pull(const bk_config *cfg, bk_device *dev, const bk_backup_pull_op
 	/* A streaming unit sends the bytes while it makes them; the size and
 	 * the statement come with a BACKUP_BEGIN after the end of the data. */
 	int streaming = json_is_true(json_object_get(ans, "streaming"));
+	/* A backup the unit will never finish (its making ended, by a power
+	 * cut say): the part an earlier run received of it goes. */
+	const char *gone = json_string_value(json_object_get(ans, "replaces"));
+	if (gone && bk_backup__valid_id(gone) && strcmp(gone, id) != 0)
+		drop_part(store, opts->output_dir, gone);
 	if (streaming) {
 		size = STREAM_LIMIT;
 	} else {

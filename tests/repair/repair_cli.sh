@@ -216,4 +216,25 @@ set +e; wait "$first"; st=$?; set -e
 check "the first process completes" test "$st" -eq 0
 check "locked run: same memory" lab_same_memory 8
 
+# --- A unit that went away: --reconnect-timeout bounds each step's wait ---------------
+lab_units 10 2M
+lab_up old-10
+lab_up new-10 power-loss=restore-write:50
+expect_exit 2 "--reconnect-timeout 0: usage" "$AR" --json --progress=none repair --ticket T-10 \
+  --from "${uri[old-10]}" --to "${uri[new-10]}" --reconnect-timeout 0
+t0=$(date +%s)
+expect_exit 6 "power cut mid-restore, --reconnect-timeout 2: the job stops by itself" \
+  "$AR" --json --progress=none repair --ticket T-10 --from "${uri[old-10]}" \
+  --to "${uri[new-10]}" --reconnect-timeout 2
+t1=$(date +%s)
+check "it gave up within the timeout, not the default minute" test $((t1 - t0)) -lt 30
+check "stopped interrupted at restore" test \
+  "$(json_get "$tmp/out" 'd["state"] + "/" + d["step"]')" = interrupted/restore
+j10=$(job_of)
+lab_up new-10
+expect_exit 0 "resume --to the unit's new address" "$AR" --json --progress=none resume "$j10" \
+  --to "${uri[new-10]}" --reconnect-timeout 5
+check "resumed: complete" test "$(json_get "$tmp/out" 'd["state"]')" = complete
+check "resumed: same memory" lab_same_memory 10
+
 finish

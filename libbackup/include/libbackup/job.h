@@ -80,11 +80,16 @@ typedef struct bk_job_opts {
 	/* Tests only: stop (as a crash would) right after the named step
 	 * recorded its outcome, with BK_ECANCELLED. */
 	const char *stop_after;
+	/* How long a step waits for a unit that went away (a link drop, a
+	 * power cut) before the job stops, resumable; 0: the steps' own
+	 * defaults (60 s for the backup and the restore, 30 s for a firmware
+	 * transfer). The wait for a unit rebooting after a flash is apart. */
+	int64_t reconnect_ms;
 } bk_job_opts;
 #define BK_JOB_OPTS_INIT                                                                           \
 	{                                                                                          \
 		BK_JOB_OPTS_VERSION, NULL, 0, NULL, NULL, NULL, 0, NULL, NULL, NULL, NULL, NULL,   \
-		    NULL, NULL, NULL, NULL                                                         \
+		    NULL, NULL, NULL, NULL, 0                                                      \
 	}
 
 /* What a job call ended with. */
