@@ -1,6 +1,7 @@
 /* The depot catalog on SQLite: schema migrations, backups, verifications,
  * re-wrapped restore headers. */
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -170,6 +171,31 @@ int bk_catalog__prepare(bk_catalog *cat, sqlite3_stmt **st, const char *sql)
 {
 	int src = sqlite3_prepare_v2(cat->db, sql, -1, st, NULL);
 	return src == SQLITE_OK ? 0 : bk_catalog__sql_error(cat, src, "prepare");
+}
+
+int bk_catalog__run(bk_catalog *cat, const char *what, const char *sql, const char *types, ...)
+{
+	sqlite3_stmt *st = NULL;
+	va_list ap;
+	int rc = bk_catalog__prepare(cat, &st, sql), i = 1;
+	if (rc)
+		return rc;
+	va_start(ap, types);
+	for (const char *t = types; *t; t++, i++) {
+		if (*t == 't') {
+			sqlite3_bind_text(st, i, va_arg(ap, const char *), -1, SQLITE_TRANSIENT);
+		} else {
+			int64_t v = va_arg(ap, int64_t);
+			if (*t == 'z' && v == 0)
+				sqlite3_bind_null(st, i);
+			else
+				sqlite3_bind_int64(st, i, v);
+		}
+	}
+	va_end(ap);
+	int src = sqlite3_step(st);
+	sqlite3_finalize(st);
+	return src == SQLITE_DONE ? 0 : bk_catalog__sql_error(cat, src, what);
 }
 
 int bk_catalog__begin(bk_catalog *cat)

@@ -128,32 +128,26 @@ static int append_event(bk_catalog *cat, const char *id, const char *step, const
 		message = "";
 	chain(prev, seq, t, step, kind, message, h);
 	bk_hex_encode(hex, h, 32);
-	rc = bk_catalog__prepare(cat, &st,
-	                         "INSERT INTO job_events (job_id, seq, time, step, kind, message, "
-	                         "hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+	rc = bk_catalog__run(cat, "append an audit event",
+	                     "INSERT INTO job_events (job_id, seq, time, step, kind, message, "
+	                     "hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+	                     "tiitttt", id, seq, t, step, kind, message, hex);
+	if (rc == 0)
+		rc = bk_catalog__run(cat, "update the audit head",
+		                     "UPDATE jobs SET audit_count = ?2, audit_head = ?3 WHERE id = ?1",
+		                     "tit", id, seq + 1, hex);
+	return rc;
+}
+
+/* Commits the transaction when `rc` is 0, else rolls it back; returns the
+ * outcome. */
+static int end_tx(bk_catalog *cat, int rc)
+{
+	if (rc == 0)
+		rc = bk_catalog__commit(cat);
 	if (rc)
-		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, seq);
-	sqlite3_bind_int64(st, 3, t);
-	sqlite3_bind_text(st, 4, step, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, kind, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, message, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 7, hex, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	if (rc != SQLITE_DONE)
-		return bk_catalog__sql_error(cat, rc, "append an audit event");
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE jobs SET audit_count = ?2, audit_head = ?3 WHERE id = ?1");
-	if (rc)
-		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, seq + 1);
-	sqlite3_bind_text(st, 3, hex, -1, SQLITE_STATIC);
-	rc = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return rc == SQLITE_DONE ? 0 : bk_catalog__sql_error(cat, rc, "update the audit head");
+		bk_catalog__rollback(cat);
+	return rc;
 }
 
 int bk_job__event(bk_catalog *cat, const char *id, const char *step, const char *kind,
@@ -162,11 +156,7 @@ int bk_job__event(bk_catalog *cat, const char *id, const char *step, const char 
 	int rc = bk_catalog__begin(cat);
 	if (rc)
 		return rc;
-	if ((rc = append_event(cat, id, step, kind, message)) == 0)
-		rc = bk_catalog__commit(cat);
-	if (rc)
-		bk_catalog__rollback(cat);
-	return rc;
+	return end_tx(cat, append_event(cat, id, step, kind, message));
 }
 
 int bk_job_audit_verify(const bk_config *cfg, const char *id, size_t *out_count)
@@ -265,57 +255,35 @@ static void now_text(char out[24])
 
 int bk_job__create(bk_catalog *cat, const bk_job_row *r)
 {
-	sqlite3_stmt *st = NULL;
 	uint8_t g[32];
-	char head[BK_JOB_HASH_HEX], now[24];
-	char *data = NULL;
+	char head[BK_JOB_HASH_HEX], now[24], msg[512];
+	json_t *empty = r->data ? NULL : json_object();
+	char *data = json_dumps(r->data ? r->data : empty, JSON_COMPACT);
 	int rc;
+	json_decref(empty);
+	if (data == NULL)
+		return bk__error_oom();
 	genesis(r->id, g);
 	bk_hex_encode(head, g, 32);
 	now_text(now);
-	data = json_dumps(r->data ? r->data : json_object(), JSON_COMPACT);
-	if (data == NULL)
-		return bk__error_oom();
 	if ((rc = bk_catalog__begin(cat)))
 		goto out;
-	rc = bk_catalog__prepare(cat, &st,
-	                         "INSERT INTO jobs (id, ticket, source, source_ref, from_uri, "
-	                         "to_uri, firmware_dir, overwrite, state, step, created, updated, "
-	                         "data, audit_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
-	                         "'running', 'preflight', ?9, ?9, ?10, ?11)");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, r->id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, r->ticket, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, r->source, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, r->source_ref, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, r->from_uri, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, r->to_uri, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 7, r->firmware_dir, -1, SQLITE_STATIC);
-	sqlite3_bind_int(st, 8, r->overwrite ? 1 : 0);
-	sqlite3_bind_text(st, 9, now, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 10, data, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 11, head, -1, SQLITE_STATIC);
-	int s = sqlite3_step(st);
-	if (s == SQLITE_CONSTRAINT || (s & 0xff) == SQLITE_CONSTRAINT) {
+	rc = bk_catalog__run(cat, "create the job",
+	                     "INSERT INTO jobs (id, ticket, source, source_ref, from_uri, "
+	                     "to_uri, firmware_dir, overwrite, state, step, created, updated, "
+	                     "data, audit_head) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, "
+	                     "'running', 'preflight', ?9, ?9, ?10, ?11)",
+	                     "tttttttittt", r->id, r->ticket, r->source, r->source_ref, r->from_uri,
+	                     r->to_uri, r->firmware_dir, (int64_t)(r->overwrite ? 1 : 0), now, data,
+	                     head);
+	if (rc == BK_EEXIST) /* the unique index of open jobs per ticket */
 		rc = bk__error_set(BK_EBUSY, "ticket-has-job",
 		                   "ticket %s already has an unfinished job", r->ticket);
-		goto done;
-	}
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "create the job");
-		goto done;
-	}
-	char msg[512];
 	snprintf(msg, sizeof(msg), "job for ticket %s: %s %s -> %s", r->ticket, r->source,
 	         r->source_ref, r->to_uri);
-	if ((rc = append_event(cat, r->id, "preflight", "job-created", msg)))
-		goto done;
-	rc = bk_catalog__commit(cat);
-done:
-	sqlite3_finalize(st);
-	if (rc)
-		bk_catalog__rollback(cat);
+	if (rc == 0)
+		rc = append_event(cat, r->id, "preflight", "job-created", msg);
+	rc = end_tx(cat, rc);
 out:
 	free(data);
 	return rc;
@@ -412,60 +380,32 @@ done:
 int bk_job__step_begin(bk_catalog *cat, const char *id, const char *step, const char *holder,
                        const char *message)
 {
-	sqlite3_stmt *st = NULL;
 	char now[24];
 	int rc;
 	now_text(now);
 	if ((rc = bk_catalog__begin(cat)))
 		return rc;
-	rc = bk_catalog__prepare(cat, &st,
-	                         "INSERT INTO job_steps (job_id, step, state, attempts, started, "
-	                         "begin_ms) VALUES (?1, ?2, 'running', 1, ?3, ?4) ON CONFLICT "
-	                         "(job_id, step) DO UPDATE SET state = 'running', attempts = "
-	                         "attempts + 1, finished = NULL, begin_ms = ?4");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, step, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 4, wall_ms());
-	int s = sqlite3_step(st);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "record the step");
-		goto done;
-	}
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE jobs SET state = 'running', step = ?2, updated = ?3, "
-	                         "holder = ?4, error_code = NULL, error_reason = NULL, "
-	                         "error_message = NULL, hint = NULL WHERE id = ?1");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, step, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, holder ? holder : "", -1, SQLITE_STATIC);
-	s = sqlite3_step(st);
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "update the job");
-		goto done;
-	}
-	if ((rc = append_event(cat, id, step, "step-begin", message)))
-		goto done;
-	rc = bk_catalog__commit(cat);
-done:
-	sqlite3_finalize(st);
-	if (rc)
-		bk_catalog__rollback(cat);
-	return rc;
+	rc = bk_catalog__run(cat, "record the step",
+	                     "INSERT INTO job_steps (job_id, step, state, attempts, started, "
+	                     "begin_ms) VALUES (?1, ?2, 'running', 1, ?3, ?4) ON CONFLICT "
+	                     "(job_id, step) DO UPDATE SET state = 'running', attempts = "
+	                     "attempts + 1, finished = NULL, begin_ms = ?4",
+	                     "ttti", id, step, now, wall_ms());
+	if (rc == 0)
+		rc = bk_catalog__run(cat, "update the job",
+		                     "UPDATE jobs SET state = 'running', step = ?2, updated = ?3, "
+		                     "holder = ?4, error_code = NULL, error_reason = NULL, "
+		                     "error_message = NULL, hint = NULL WHERE id = ?1",
+		                     "tttt", id, step, now, holder ? holder : "");
+	if (rc == 0)
+		rc = append_event(cat, id, step, "step-begin", message);
+	return end_tx(cat, rc);
 }
 
 int bk_job__step_end(bk_catalog *cat, const char *id, const char *step, const char *state,
                      const json_t *outcome, const json_t *data, const char *next,
                      const char *message)
 {
-	sqlite3_stmt *st = NULL;
 	char now[24];
 	char *otext = outcome ? json_dumps(outcome, JSON_COMPACT) : NULL;
 	char *dtext = data ? json_dumps(data, JSON_COMPACT) : NULL;
@@ -476,48 +416,21 @@ int bk_job__step_end(bk_catalog *cat, const char *id, const char *step, const ch
 	if ((rc = bk_catalog__begin(cat)))
 		goto out;
 	/* seconds: the time of every attempt, added up. */
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE job_steps SET state = ?3, finished = ?4, outcome = ?5, "
-	                         "seconds = seconds + MAX(0, ?6 - begin_ms) / 1000.0 WHERE job_id "
-	                         "= ?1 AND step = ?2");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, step, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, state, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, now, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 5, otext, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 6, wall_ms());
-	int s = sqlite3_step(st);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "record the step");
-		goto done;
-	}
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE jobs SET step = ?2, updated = ?3, data = COALESCE(?4, "
-	                         "data) WHERE id = ?1");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, next, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 4, dtext, -1, SQLITE_STATIC);
-	s = sqlite3_step(st);
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "update the job");
-		goto done;
-	}
-	if ((rc = append_event(cat, id, step,
-	                       strcmp(state, "skipped") == 0 ? "step-skipped" : "step-done",
-	                       message)))
-		goto done;
-	rc = bk_catalog__commit(cat);
-done:
-	sqlite3_finalize(st);
-	if (rc)
-		bk_catalog__rollback(cat);
+	rc = bk_catalog__run(cat, "record the step",
+	                     "UPDATE job_steps SET state = ?3, finished = ?4, outcome = ?5, "
+	                     "seconds = seconds + MAX(0, ?6 - begin_ms) / 1000.0 WHERE job_id "
+	                     "= ?1 AND step = ?2",
+	                     "ttttti", id, step, state, now, otext, wall_ms());
+	if (rc == 0)
+		rc = bk_catalog__run(cat, "update the job",
+		                     "UPDATE jobs SET step = ?2, updated = ?3, data = COALESCE(?4, "
+		                     "data) WHERE id = ?1",
+		                     "tttt", id, next, now, dtext);
+	if (rc == 0)
+		rc = append_event(cat, id, step,
+		                  strcmp(state, "skipped") == 0 ? "step-skipped" : "step-done",
+		                  message);
+	rc = end_tx(cat, rc);
 out:
 	free(otext);
 	free(dtext);
@@ -528,77 +441,36 @@ int bk_job__stop(bk_catalog *cat, const char *id, const char *state, int code, c
                  const char *message, const char *hint, const char *kind, const char *event)
 {
 	sqlite3_stmt *st = NULL;
-	char now[24];
+	char now[24], step[16] = "";
 	int rc;
 	now_text(now);
 	if ((rc = bk_catalog__begin(cat)))
 		return rc;
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE jobs SET state = ?2, updated = ?3, holder = '', "
-	                         "error_code = ?4, error_reason = ?5, error_message = ?6, hint = "
-	                         "?7 WHERE id = ?1");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, state, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, now, -1, SQLITE_STATIC);
-	if (code)
-		sqlite3_bind_int(st, 4, code);
-	else
-		sqlite3_bind_null(st, 4);
-	sqlite3_bind_text(st, 5, reason, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 6, message, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 7, hint, -1, SQLITE_STATIC);
-	int s = sqlite3_step(st);
-	sqlite3_finalize(st);
-	st = NULL;
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "update the job");
-		goto done;
-	}
-	if (code) {
-		rc = bk_catalog__prepare(cat, &st,
-		                         "UPDATE job_steps SET state = 'failed', finished = ?2 WHERE "
-		                         "job_id = ?1 AND state = 'running'");
-		if (rc)
-			goto done;
+	rc = bk_catalog__run(cat, "update the job",
+	                     "UPDATE jobs SET state = ?2, updated = ?3, holder = '', "
+	                     "error_code = ?4, error_reason = ?5, error_message = ?6, hint = "
+	                     "?7 WHERE id = ?1",
+	                     "tttzttt", id, state, now, (int64_t)code, reason, message, hint);
+	if (rc == 0 && code)
+		rc = bk_catalog__run(cat, "record the step",
+		                     "UPDATE job_steps SET state = 'failed', finished = ?2 WHERE "
+		                     "job_id = ?1 AND state = 'running'",
+		                     "tt", id, now);
+	if (rc == 0 && (rc = bk_catalog__prepare(cat, &st, "SELECT step FROM jobs WHERE id = ?1")) == 0) {
 		sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-		sqlite3_bind_text(st, 2, now, -1, SQLITE_STATIC);
-		s = sqlite3_step(st);
-		if (s != SQLITE_DONE) {
-			rc = bk_catalog__sql_error(cat, s, "record the step");
-			goto done;
-		}
+		if (sqlite3_step(st) == SQLITE_ROW)
+			col_copy(st, 0, step, sizeof(step));
+		sqlite3_finalize(st);
 	}
-	char step[16] = "";
-	sqlite3_finalize(st);
-	st = NULL;
-	if ((rc = bk_catalog__prepare(cat, &st, "SELECT step FROM jobs WHERE id = ?1")))
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	if (sqlite3_step(st) == SQLITE_ROW)
-		col_copy(st, 0, step, sizeof(step));
-	if ((rc = append_event(cat, id, step, kind, event)))
-		goto done;
-	rc = bk_catalog__commit(cat);
-done:
-	sqlite3_finalize(st);
-	if (rc)
-		bk_catalog__rollback(cat);
-	return rc;
+	if (rc == 0)
+		rc = append_event(cat, id, step, kind, event);
+	return end_tx(cat, rc);
 }
 
 int bk_job__save_report(bk_catalog *cat, const char *id, const char *report)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bk_catalog__prepare(cat, &st, "UPDATE jobs SET report = ?2 WHERE id = ?1");
-	if (rc)
-		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, report, -1, SQLITE_STATIC);
-	int s = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return s == SQLITE_DONE ? 0 : bk_catalog__sql_error(cat, s, "save the report");
+	return bk_catalog__run(cat, "save the report", "UPDATE jobs SET report = ?2 WHERE id = ?1",
+	                       "tt", id, report);
 }
 
 /* --- Reading the log ---------------------------------------------------------------- */
@@ -658,17 +530,9 @@ int bk_job__events_all(bk_catalog *cat, const char *id, json_t **out)
 
 int bk_job__events_mark_uploaded(bk_catalog *cat, const char *id, int64_t upto_seq)
 {
-	sqlite3_stmt *st = NULL;
-	int rc = bk_catalog__prepare(cat, &st,
-	                             "UPDATE job_events SET uploaded = 1 WHERE job_id = ?1 AND seq "
-	                             "<= ?2");
-	if (rc)
-		return rc;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_int64(st, 2, upto_seq);
-	int s = sqlite3_step(st);
-	sqlite3_finalize(st);
-	return s == SQLITE_DONE ? 0 : bk_catalog__sql_error(cat, s, "mark events uploaded");
+	return bk_catalog__run(cat, "mark events uploaded",
+	                       "UPDATE job_events SET uploaded = 1 WHERE job_id = ?1 AND seq <= ?2",
+	                       "ti", id, upto_seq);
 }
 
 int bk_job__steps_all(bk_catalog *cat, const char *id, json_t **out)
@@ -781,32 +645,17 @@ done:
 
 int bk_job__set_uris(bk_catalog *cat, const char *id, const char *from_uri, const char *to_uri)
 {
-	sqlite3_stmt *st = NULL;
 	char msg[600];
 	int rc = bk_catalog__begin(cat);
 	if (rc)
 		return rc;
-	rc = bk_catalog__prepare(cat, &st,
-	                         "UPDATE jobs SET from_uri = COALESCE(?2, from_uri), to_uri = "
-	                         "COALESCE(?3, to_uri) WHERE id = ?1");
-	if (rc)
-		goto done;
-	sqlite3_bind_text(st, 1, id, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 2, from_uri, -1, SQLITE_STATIC);
-	sqlite3_bind_text(st, 3, to_uri, -1, SQLITE_STATIC);
-	int s = sqlite3_step(st);
-	if (s != SQLITE_DONE) {
-		rc = bk_catalog__sql_error(cat, s, "update the job");
-		goto done;
-	}
+	rc = bk_catalog__run(cat, "update the job",
+	                     "UPDATE jobs SET from_uri = COALESCE(?2, from_uri), to_uri = "
+	                     "COALESCE(?3, to_uri) WHERE id = ?1",
+	                     "ttt", id, from_uri, to_uri);
 	snprintf(msg, sizeof(msg), "units now at: old %s, replacement %s",
 	         from_uri ? from_uri : "(unchanged)", to_uri ? to_uri : "(unchanged)");
-	if ((rc = append_event(cat, id, "preflight", "job-addresses", msg)))
-		goto done;
-	rc = bk_catalog__commit(cat);
-done:
-	sqlite3_finalize(st);
-	if (rc)
-		bk_catalog__rollback(cat);
-	return rc;
+	if (rc == 0)
+		rc = append_event(cat, id, "preflight", "job-addresses", msg);
+	return end_tx(cat, rc);
 }
